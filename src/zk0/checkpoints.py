@@ -1,0 +1,74 @@
+"""Atomic, crash-safe files for the global model and the round history.
+
+Every write goes to a temporary file in the same directory, is fsynced and
+then renamed over the target, so a crash mid-write leaves the previous good
+file in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GLOBAL_FILE = "global.safetensors"
+HISTORY_FILE = "history.jsonl"
+
+
+@contextmanager
+def _atomic(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_global(directory: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
+    """Write the global trainable parameters (float32) with string metadata."""
+    from safetensors.torch import save_file
+
+    path = directory / GLOBAL_FILE
+    with _atomic(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+    return path
+
+
+def load_global(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read what :func:`save_global` wrote: tensors and metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(directory / GLOBAL_FILE), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def append_history(directory: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line and fsync it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / HISTORY_FILE, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_history(directory: Path) -> list[dict[str, Any]]:
+    path = directory / HISTORY_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,110 @@
+"""Flower ClientApp: thin train/evaluate handlers over :mod:`zk0.task`.
+
+Each message starts a fresh ClientApp process. The node's dataset URI comes
+from ``context.node_config``; only trainable parameters and scalar metrics
+leave the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from zk0 import config as keys
+from zk0.config import NodeConfig, RunConfig
+from zk0.datasets import DatasetSource, camera_map, check_so100, normalisation_stats, rename_cameras, split_episodes
+from zk0.logs import use_flower_handlers
+from zk0.policy import build_policy, from_arrays, load_trainable, to_arrays, trainable_state
+from zk0.task import Prepare, evaluate, make_loader, metrics, resolve_device, train
+
+log = logging.getLogger(__name__)
+app = ClientApp()
+
+
+@dataclass
+class _Node:
+    """What both handlers need: settings, the policy holding the received weights, the data."""
+
+    cfg: RunConfig
+    node: NodeConfig
+    policy: object
+    prepare: Prepare
+    source: DatasetSource
+    meta: object
+    episodes: list[int]
+    device: object
+
+
+def _setup(arrays: ArrayRecord, context: Context, *, held_out: bool) -> _Node:
+    use_flower_handlers()
+    cfg = RunConfig.from_run_config(context.run_config)
+    node = NodeConfig.from_node_config(context.node_config)
+    source = DatasetSource.parse(node.dataset_uri)
+    meta = source.metadata()
+    cameras = check_so100(meta, state_dim=cfg.state_dim, action_dim=cfg.action_dim)
+    mapping = camera_map(cameras, cfg.camera_features, node.camera_map)
+    train_eps, eval_eps = split_episodes(meta.total_episodes, cfg.eval_fraction, cfg.seed)
+    device = resolve_device(node.device)
+    policy = build_policy(cfg, str(device))
+    load_trainable(policy, from_arrays(arrays))
+
+    from lerobot.policies.factory import make_pre_post_processors
+
+    preprocessor, _ = make_pre_post_processors(policy.config, dataset_stats=normalisation_stats(meta))
+
+    def prepare(batch: dict) -> dict:
+        return preprocessor(rename_cameras(batch, mapping))
+
+    log.info("cameras %s; %d train / %d held-out episodes", mapping, len(train_eps), len(eval_eps))
+    return _Node(cfg, node, policy, prepare, source, meta, eval_eps if held_out else train_eps, device)
+
+
+def _open_loader(n: _Node, *, shuffle: bool, seed: int):
+    from lerobot.datasets.factory import resolve_delta_timestamps
+
+    dataset = n.source.open(n.episodes, resolve_delta_timestamps(n.policy.config, n.meta))
+    return make_loader(dataset, batch_size=n.cfg.batch_size, shuffle=shuffle, seed=seed, num_workers=n.node.num_workers)
+
+
+def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tuple[ArrayRecord, MetricRecord]:
+    """Fine-tune the received global parameters on this node's training episodes."""
+    n = _setup(arrays, context, held_out=False)
+    server_round = int(round_config[keys.SERVER_ROUND])
+    n.policy.config.optimizer_lr = float(round_config[keys.LEARNING_RATE])
+    loader = _open_loader(n, shuffle=True, seed=n.cfg.seed + server_round)
+    result = train(
+        n.policy,
+        loader,
+        n.prepare,
+        steps=n.cfg.local_steps,
+        device=n.device,
+        proximal_mu=float(round_config[keys.PROXIMAL_MU]),
+    )
+    log.info("round %d: %d steps, %d samples, loss %.4f, %.1f s", server_round, result.steps,
+             result.num_examples, result.loss, result.seconds)
+    return to_arrays(trainable_state(n.policy), n.cfg.wire_dtype), MetricRecord(dict(metrics(result)))
+
+
+def score(arrays: ArrayRecord, context: Context) -> MetricRecord:
+    """Evaluate the received global parameters on this node's held-out episodes."""
+    n = _setup(arrays, context, held_out=True)
+    if not n.episodes:
+        raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
+    result = evaluate(n.policy, _open_loader(n, shuffle=False, seed=n.cfg.seed), n.prepare,
+                      device=n.device, max_batches=n.cfg.eval_batches, seed=n.cfg.seed)
+    log.info("eval: loss %.4f, action MSE %.4f on %d samples", result.loss, result.action_mse, result.num_examples)
+    return MetricRecord(dict(metrics(result)))
+
+
+@app.train()
+def train_handler(msg: Message, context: Context) -> Message:
+    arrays, metric_record = fit(msg.content["arrays"], msg.content["config"], context)
+    return Message(content=RecordDict({"arrays": arrays, "metrics": metric_record}), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate_handler(msg: Message, context: Context) -> Message:
+    return Message(content=RecordDict({"metrics": score(msg.content["arrays"], context)}), reply_to=msg)

@@ -1,0 +1,163 @@
+"""A node's private dataset: where it is, whether it fits SO-100, how it is split and fed.
+
+URIs name the source: ``hf:owner/name[@revision]`` (the token, if any, comes
+from ``HF_TOKEN`` in the environment, never from config) or ``local:/abs/path``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
+
+STATE = "observation.state"
+ACTION = "action"
+IMAGE_PREFIX = "observation.images."
+
+
+class DatasetError(ValueError):
+    """A dataset URI is malformed, or the dataset cannot serve an SO-100 policy."""
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """Where a node's dataset lives; built by :meth:`parse`."""
+
+    scheme: Literal["hf", "local"]
+    # owner/name for hf:, a synthetic "local/<dirname>" for local:
+    repo_id: str
+    revision: str | None = None
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, uri: str) -> DatasetSource:
+        """Parse ``hf:owner/name[@rev]`` or ``local:/abs/path``."""
+        scheme, sep, rest = uri.strip().partition(":")
+        if not sep or not rest:
+            raise DatasetError(f"dataset URI {uri!r} must be 'hf:owner/name[@revision]' or 'local:/abs/path'")
+        if scheme == "hf":
+            repo_id, _, revision = rest.partition("@")
+            owner, slash, name = repo_id.partition("/")
+            if not (owner and slash and name) or "/" in name:
+                raise DatasetError(f"dataset URI {uri!r}: expected 'hf:owner/name', e.g. 'hf:lerobot/svla_so100_pickplace'")
+            if "@" in rest and not revision:
+                raise DatasetError(f"dataset URI {uri!r}: empty revision after '@'")
+            return cls("hf", repo_id, revision or None)
+        if scheme == "local":
+            path = Path(rest).expanduser()
+            if not path.is_absolute():
+                raise DatasetError(f"dataset URI {uri!r}: local path must be absolute, e.g. 'local:/data/my_so100'")
+            return cls("local", f"local/{path.name}", None, path)
+        raise DatasetError(f"dataset URI {uri!r}: unknown scheme {scheme!r}; use 'hf:' or 'local:'")
+
+    def _root(self) -> Path | None:
+        if self.path is None:
+            return None
+        if not (self.path / "meta" / "info.json").is_file():
+            # Checked here so LeRobot does not fall back to the hub for a local dir.
+            reason = "does not exist" if not self.path.exists() else "is not a LeRobot dataset (no meta/info.json)"
+            raise DatasetError(f"dataset {self.path} {reason}")
+        return self.path
+
+    def metadata(self) -> LeRobotDatasetMetadata:
+        """Open the dataset's metadata (downloads only ``meta/`` for hf:)."""
+        from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+
+        return LeRobotDatasetMetadata(self.repo_id, root=self._root(), revision=self.revision)
+
+    def open(self, episodes: Sequence[int], delta_timestamps: Mapping[str, list[float]] | None) -> LeRobotDataset:
+        """Open the given episodes as a torch dataset."""
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+        return LeRobotDataset(
+            self.repo_id,
+            root=self._root(),
+            revision=self.revision,
+            episodes=list(episodes),
+            delta_timestamps=dict(delta_timestamps) if delta_timestamps else None,
+        )
+
+
+def check_so100(meta: LeRobotDatasetMetadata, *, state_dim: int, action_dim: int) -> list[str]:
+    """Check the features an SO-100 policy needs; return the dataset's camera keys (sorted)."""
+    features = meta.features
+    for key, dim in ((STATE, state_dim), (ACTION, action_dim)):
+        if key not in features:
+            raise DatasetError(f"dataset {meta.repo_id} has no '{key}' feature; an SO-100 dataset needs one")
+        shape = tuple(features[key]["shape"])
+        if shape != (dim,):
+            raise DatasetError(f"dataset {meta.repo_id}: '{key}' has shape {shape}, expected ({dim},)")
+    cameras = sorted(meta.camera_keys)
+    if not cameras:
+        raise DatasetError(f"dataset {meta.repo_id} has no camera (observation.images.*) feature")
+    if meta.total_episodes < 1:
+        raise DatasetError(f"dataset {meta.repo_id} has no episodes")
+    return cameras
+
+
+def split_episodes(num_episodes: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split episode indices into (train, held-out), the same way on every call.
+
+    At least one episode is held out when ``eval_fraction > 0`` and at least one
+    stays for training; a single-episode dataset trains and holds out nothing.
+    """
+    order = list(range(num_episodes))
+    random.Random(seed).shuffle(order)
+    n_eval = 0
+    if eval_fraction > 0 and num_episodes > 1:
+        n_eval = min(num_episodes - 1, max(1, round(num_episodes * eval_fraction)))
+    return sorted(order[n_eval:]), sorted(order[:n_eval])
+
+
+def camera_map(dataset_cameras: Sequence[str], model_cameras: Sequence[str], spec: str = "") -> dict[str, str]:
+    """Map dataset camera keys onto the model's image features.
+
+    ``spec`` is "front=camera1,wrist=camera2" (short names or full keys); empty
+    maps the dataset's cameras in sorted order onto camera1, camera2, ...
+    """
+    short = {key.removeprefix(IMAGE_PREFIX): key for key in dataset_cameras}
+    model_short = {key.removeprefix(IMAGE_PREFIX): key for key in model_cameras}
+    if not spec.strip():
+        if len(dataset_cameras) > len(model_cameras):
+            raise DatasetError(
+                f"dataset has {len(dataset_cameras)} cameras ({', '.join(sorted(short))}) but the model takes "
+                f"{len(model_cameras)}; choose some with camera-map, e.g. '{sorted(short)[0]}=camera1'"
+            )
+        return dict(zip(sorted(dataset_cameras), model_cameras, strict=False))
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        src, eq, dst = (part.strip() for part in item.partition("="))
+        src_key = short.get(src.removeprefix(IMAGE_PREFIX))
+        dst_key = model_short.get(dst.removeprefix(IMAGE_PREFIX))
+        if not eq or src_key is None or dst_key is None:
+            raise DatasetError(
+                f"camera-map entry {item.strip()!r} must be 'datasetcam=modelcam' with datasetcam in "
+                f"{sorted(short)} and modelcam in {sorted(model_short)}"
+            )
+        if dst_key in mapping.values():
+            raise DatasetError(f"camera-map maps two cameras onto {dst!r}")
+        mapping[src_key] = dst_key
+    return mapping
+
+
+def rename_cameras(batch: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
+    """Rename mapped camera keys; drop cameras the map leaves out (and their masks)."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        base = key.removesuffix("_is_pad")
+        if base.startswith(IMAGE_PREFIX):
+            if base in mapping:
+                out[mapping[base] + key[len(base):]] = value
+            continue
+        out[key] = value
+    return out
+
+
+def normalisation_stats(meta: LeRobotDatasetMetadata) -> dict[str, dict[str, Any]]:
+    """This node's state/action statistics; they stay on the node (images use no stats)."""
+    return {key: meta.stats[key] for key in (STATE, ACTION)}

@@ -1,0 +1,21 @@
+"""Where zk0 keeps its state: ``$ZK0_HOME``, else ``$XDG_STATE_HOME/zk0``, else ``~/.local/state/zk0``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_HOME = "ZK0_HOME"
+
+
+def state_dir() -> Path:
+    """The state directory; Flower's app processes inherit ``ZK0_HOME`` from the SuperLink."""
+    if home := os.environ.get(ENV_HOME):
+        return Path(home).expanduser()
+    xdg = os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state"
+    return Path(xdg) / "zk0"
+
+
+def server_dir() -> Path:
+    """Global checkpoints and round history of the server."""
+    return state_dir() / "server"

@@ -1,0 +1,167 @@
+"""zk0's strategy: sample-weighted FedAvg (FedProx when mu > 0) in float32 over wire-encoded updates.
+
+It extends Flower's FedAvg by its hooks: the global model is kept in float32
+and encoded in the wire dtype once per round; each reply is decoded and
+checked (names, shapes, finite values) before it is averaged; the new global
+model is checkpointed and one history line is written per round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from zk0 import checkpoints
+from zk0 import config as keys
+from zk0.config import RunConfig
+from zk0.policy import PolicyError, from_arrays, to_arrays
+
+log = logging.getLogger(__name__)
+
+
+def names_digest(names: Iterable[str]) -> str:
+    """SHA-256 of the sorted parameter names, one per line."""
+    return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
+
+
+def weighted_mean(updates: list[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
+    """Average float32 tensors weighted by the given (positive) weights."""
+    total = sum(w for _, w in updates)
+    out: dict[str, torch.Tensor] = {}
+    for tensors, weight in updates:
+        for name, value in tensors.items():
+            scaled = value.to(torch.float32) * (weight / total)
+            out[name] = out[name].add_(scaled) if name in out else scaled
+    return out
+
+
+class Zk0Strategy(FedAvg):
+    """FedAvg/FedProx for SmolVLA's trainable parameters.
+
+    Parameters
+    ----------
+    cfg : RunConfig
+        Run settings: min-clients (nodes online before sampling and the least
+        sampled per round), fraction-train/-evaluate, proximal-mu,
+        learning-rate and wire-dtype are used here.
+    out_dir : Path
+        Where the global checkpoint and ``history.jsonl`` are written.
+    run_id : int (default: 0)
+        Flower run id, recorded in the history.
+    """
+
+    def __init__(self, cfg: RunConfig, out_dir: Path, run_id: int = 0) -> None:
+        super().__init__(
+            fraction_train=cfg.fraction_train,
+            fraction_evaluate=cfg.fraction_evaluate,
+            min_train_nodes=cfg.min_clients,
+            min_evaluate_nodes=cfg.min_clients if cfg.fraction_evaluate > 0 else 0,
+            min_available_nodes=cfg.min_clients,
+            weighted_by_key=keys.NUM_EXAMPLES,
+        )
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.run_id = run_id
+        self._shapes: dict[str, tuple[int, ...]] = {}
+        self._round: dict[str, Any] = {}
+
+    def summary(self) -> None:
+        log.info("zk0 strategy: proximal-mu %s, wire-dtype %s, float32 aggregation, checkpoints in %s",
+                 self.cfg.proximal_mu, self.cfg.wire_dtype, self.out_dir)
+        super().summary()
+
+    def _encode(self, arrays: ArrayRecord) -> ArrayRecord:
+        tensors = from_arrays(arrays)
+        self._shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+        return to_arrays(tensors, self.cfg.wire_dtype)
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
+        config[keys.LEARNING_RATE] = self.cfg.learning_rate
+        self._round = {"round": server_round, "started": time.time()}
+        return super().configure_train(server_round, self._encode(arrays), config, grid)
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return super().configure_evaluate(server_round, self._encode(arrays), config, grid)
+
+    def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
+        """Decode one reply and check it against the global model; raises ValueError on a bad update."""
+        records = list(msg.content.array_records.values())
+        metric_records = list(msg.content.metric_records.values())
+        if len(records) != 1 or len(metric_records) != 1:
+            raise ValueError("expected one ArrayRecord and one MetricRecord")
+        weight = metric_records[0].get(keys.NUM_EXAMPLES)
+        if not isinstance(weight, int | float) or weight <= 0:
+            raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
+        try:
+            tensors = from_arrays(records[0])
+        except PolicyError as err:
+            raise ValueError(str(err)) from None
+        if set(tensors) != set(self._shapes):
+            missing, extra = sorted(set(self._shapes) - set(tensors)), sorted(set(tensors) - set(self._shapes))
+            raise ValueError(f"parameter names differ: missing {missing[:3]}, extra {extra[:3]}")
+        for name, value in tensors.items():
+            if tuple(value.shape) != self._shapes[name]:
+                raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {self._shapes[name]}")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{name}: non-finite values")
+        return tensors, float(weight)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        accepted: list[tuple[dict[str, torch.Tensor], float]] = []
+        contents, clients, rejected = [], [], 0
+        for msg in replies:
+            node = msg.metadata.src_node_id
+            if msg.has_error():
+                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                rejected += 1
+                continue
+            try:
+                tensors, weight = self._check(msg)
+            except ValueError as err:
+                log.warning("round %d: rejected update from node %d: %s", server_round, node, err)
+                rejected += 1
+                continue
+            accepted.append((tensors, weight))
+            contents.append(msg.content)
+            record = next(iter(msg.content.array_records.values()))
+            clients.append({
+                "node-id": node,
+                "param-names-sha256": names_digest(tensors),
+                "num-arrays": len(record),
+                "payload-bytes": sum(len(a.data) for a in record.values()),
+                **dict(next(iter(msg.content.metric_records.values()))),
+            })
+        self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
+        if not accepted:
+            log.warning("round %d: no valid update; the global model stays as it was", server_round)
+            return None, None
+        glob = weighted_mean(accepted)
+        metrics = aggregate_metricrecords(contents, self.weighted_by_key)
+        self._round["train"] = dict(metrics)
+        checkpoints.save_global(self.out_dir, glob, {"round": server_round, "run-id": self.run_id})
+        log.info("round %d: aggregated %d updates (%d rejected): %s", server_round, len(accepted), rejected,
+                 {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})
+        return to_arrays(glob, "float32"), metrics
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        metrics = super().aggregate_evaluate(server_round, replies)
+        self._round["evaluate"] = dict(metrics) if metrics is not None else None
+        self._round["eval-clients"] = [
+            {"node-id": m.metadata.src_node_id, **dict(next(iter(m.content.metric_records.values())))}
+            for m in replies if not m.has_error()
+        ]
+        self._round.update(run_id=self.run_id, seconds=round(time.time() - self._round.pop("started", time.time()), 3))
+        checkpoints.append_history(self.out_dir, {k.replace("_", "-"): v for k, v in self._round.items()})
+        return metrics

@@ -1,0 +1,123 @@
+"""Zk0Strategy on real Flower Messages: sample-weighted float32 mean, bad updates excluded, history."""
+
+import json
+
+import pytest
+import torch
+from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from zk0 import checkpoints
+from zk0.config import RunConfig
+from zk0.policy import from_arrays, to_arrays
+from zk0.strategy import Zk0Strategy, names_digest, weighted_mean
+
+
+@pytest.fixture(autouse=True)
+def task_identity():
+    """Messages need the identity Flower sets in its app processes."""
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+GLOBAL = {"a.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b.bias": torch.tensor([0.5, -0.5, 1.0])}
+
+
+def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", **metrics) -> Message:
+    ins = Message(content=RecordDict(), dst_node_id=node, message_type="train")
+    content = RecordDict({
+        "arrays": to_arrays(tensors, wire),
+        "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 1.0, **metrics}),
+    })
+    return Message(content=content, reply_to=ins)
+
+
+@pytest.fixture
+def strategy(tiny_run_config, tmp_path):
+    cfg = RunConfig.from_run_config(tiny_run_config | {"wire-dtype": "bfloat16", "proximal-mu": 0.01})
+    s = Zk0Strategy(cfg, tmp_path, run_id=42)
+    s._encode(to_arrays(GLOBAL, "float32"))  # what configure_train does with the global model
+    s._round = {"round": 1}
+    return s
+
+
+def test_weighted_mean_matches_a_hand_computation():
+    x = {"w": torch.tensor([0.0, 3.0])}
+    y = {"w": torch.tensor([3.0, 0.0])}
+
+    out = weighted_mean([(x, 1.0), (y, 2.0)])
+
+    assert torch.allclose(out["w"], torch.tensor([2.0, 1.0]))
+
+
+def test_aggregation_is_sample_weighted_in_float32_and_checkpointed(strategy, tmp_path):
+    u1 = {k: v + 1.0 for k, v in GLOBAL.items()}
+    u2 = {k: v * 3.0 for k, v in GLOBAL.items()}
+
+    arrays, metrics = strategy.aggregate_train(1, [reply(7, u1, 30, "bfloat16"), reply(8, u2, 10, "bfloat16")])
+
+    # Computed independently: (30 * u1 + 10 * u2) / 40, with inputs exactly representable in bf16.
+    expected = {k: (30 * u1[k] + 10 * u2[k]) / 40 for k in GLOBAL}
+    got = from_arrays(arrays)
+    assert all(next(iter(arrays.values())).dtype == "float32" for _ in [0])
+    assert all(torch.allclose(got[k], expected[k]) for k in GLOBAL)
+    saved, meta = checkpoints.load_global(tmp_path)
+    assert all(torch.equal(saved[k], got[k]) for k in GLOBAL) and meta["round"] == "1"
+    assert metrics["train-loss"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"a.weight": torch.full((2, 2), float("nan")), "b.bias": GLOBAL["b.bias"]}, "non-finite"),
+        ({"a.weight": torch.zeros(4), "b.bias": GLOBAL["b.bias"]}, "shape"),
+        (GLOBAL | {"extra.weight": torch.zeros(1)}, "extra"),
+        ({"a.weight": GLOBAL["a.weight"]}, "missing"),
+    ],
+)
+def test_bad_updates_are_excluded_and_logged(strategy, bad, reason, caplog):
+    good = {k: v + 1.0 for k, v in GLOBAL.items()}
+
+    arrays, _ = strategy.aggregate_train(1, [reply(7, good, 5), reply(9, bad, 1000)])
+
+    got = from_arrays(arrays)
+    assert all(torch.equal(got[k], good[k]) for k in GLOBAL)
+    assert strategy._round["accepted"] == 1 and strategy._round["rejected"] == 1
+    assert "rejected update from node 9" in caplog.text and reason in caplog.text
+
+
+def test_error_replies_and_zero_weights_leave_the_model_unchanged(strategy):
+    ins = Message(content=RecordDict(), dst_node_id=3, message_type="train")
+    failed = Message(Error(code=1, reason="dataset vanished"), reply_to=ins)
+
+    arrays, metrics = strategy.aggregate_train(1, [failed, reply(4, GLOBAL, 0)])
+
+    assert arrays is None and metrics is None
+    assert strategy._round["rejected"] == 2
+
+
+def test_history_line_records_clients_names_digest_and_bytes(strategy, tmp_path):
+    strategy.aggregate_train(1, [reply(7, GLOBAL, 4, "bfloat16")])
+    strategy.aggregate_evaluate(1, [])
+
+    (line,) = checkpoints.read_history(tmp_path)
+    (client,) = line["clients"]
+    assert line["round"] == 1 and line["run-id"] == 42 and line["accepted"] == 1
+    assert client["param-names-sha256"] == names_digest(GLOBAL)
+    assert client["payload-bytes"] == 2 * (4 + 3)
+    json.dumps(line)
+
+
+def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
+    class OneNodeGrid:
+        def get_node_ids(self):
+            return [5, 6]
+
+    messages = list(strategy.configure_train(2, to_arrays(GLOBAL, "float32"), ConfigRecord(), OneNodeGrid()))
+
+    assert [m.metadata.dst_node_id for m in messages] == [5, 6] or sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
+    content = messages[0].content
+    assert {a.dtype for a in content["arrays"].values()} == {"bfloat16"}
+    assert dict(content["config"]) == {"proximal-mu": 0.01, "learning-rate": 1e-4, "server-round": 2}
