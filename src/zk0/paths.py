@@ -16,6 +16,6 @@ def state_dir() -> Path:
     return Path(xdg) / "zk0"
 
 
-def server_dir() -> Path:
-    """Global checkpoints and round history of the server."""
-    return state_dir() / "server"
+def server_dir(home: Path | None = None) -> Path:
+    """Global checkpoints and round history of the server whose state dir is ``home`` (default: this one)."""
+    return (home or state_dir()) / "server"

@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zk0 import checkpoints
 from zk0.deploy import flower
 from zk0.deploy.process import free_port, spawn, stop_tree, wait_for_port
-from zk0.paths import ENV_HOME
+from zk0.paths import ENV_HOME, server_dir
 
 HOST = "127.0.0.1"
 CONNECTION = "zk0-local"
@@ -39,6 +41,11 @@ class LocalFederation:
     @property
     def logs(self) -> Path:
         return self.home / "logs"
+
+    @property
+    def server_dir(self) -> Path:
+        """The server's checkpoints and history."""
+        return server_dir(self.home / "state")
 
     def _env(self) -> dict[str, str]:
         env = {**os.environ, **self.env, ENV_HOME: str(self.home / "state"), "FLWR_HOME": str(self.home / "flwr")}
@@ -74,18 +81,34 @@ class LocalFederation:
         flwr_home.mkdir(parents=True, exist_ok=True)
         (flwr_home / "config.toml").write_text(flower.connection_toml(CONNECTION, self.address))
 
-    def run(self, app_dir: Path, run_config: Mapping[str, Any], timeout: float) -> str:
-        """Submit the app with ``flwr run --stream`` and wait; returns the run's streamed log."""
+    def run(self, app_dir: Path, run_config: Mapping[str, Any], timeout: float,
+            on_round: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Submit the app with ``flwr run --stream``, call ``on_round`` per history line, wait for the end."""
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
         cmd = [flower.executable("flwr"), "run", str(app_dir), CONNECTION, "--stream", "--run-config", overrides]
-        try:
-            done = subprocess.run(cmd, env=self._env(), capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as err:
-            raise RunFailed(f"flwr run did not finish within {timeout:.0f} s; logs in {self.logs}") from err
-        (self.logs / "run.log").write_text(done.stdout + done.stderr)
-        if done.returncode != 0 or "ERROR" in done.stdout:
-            raise RunFailed(f"flwr run failed (exit {done.returncode}); see {self.logs / 'run.log'}")
-        return done.stdout
+        history = self.server_dir
+        seen = len(checkpoints.read_history(history))
+        deadline = time.monotonic() + timeout
+        with open(self.logs / "run.log", "wb") as log:
+            proc = subprocess.Popen(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            try:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise RunFailed(f"the run did not finish within {timeout:.0f} s; logs in {self.logs}")
+                    lines = checkpoints.read_history(history)
+                    for line in lines[seen:]:
+                        if on_round is not None:
+                            on_round(line)
+                    seen = max(seen, len(lines))
+                    time.sleep(1.0)
+            finally:
+                if proc.poll() is None:
+                    stop_tree(proc.pid)
+        if proc.returncode != 0:
+            raise RunFailed(f"flwr run failed (exit {proc.returncode}); see {self.logs / 'run.log'}")
+        for line in checkpoints.read_history(history)[seen:]:
+            if on_round is not None:
+                on_round(line)
 
     def stop(self) -> None:
         """Stop every process this federation started, newest first."""
