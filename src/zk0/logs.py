@@ -6,10 +6,15 @@ import logging
 
 
 def use_flower_handlers() -> None:
-    """Give the ``zk0`` logger Flower's handlers (idempotent; no duplicate lines via the root logger)."""
+    """Give the ``zk0`` logger Flower's handlers (idempotent).
+
+    Neither logger propagates to the root logger: libraries imported with
+    SmolVLA configure a root handler, which would print every line twice.
+    """
     ours, flower = logging.getLogger("zk0"), logging.getLogger("flwr")
     ours.setLevel(logging.INFO)
     ours.propagate = False
+    flower.propagate = False
     for handler in flower.handlers:
         if handler not in ours.handlers:
             ours.addHandler(handler)
