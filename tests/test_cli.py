@@ -1,30 +1,186 @@
-"""zk0bot: the README's demo command end to end, and the CLI's help."""
+"""zk0bot: error paths in-process, and the lifecycle and demo with real processes."""
 
+import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from zk0.cli import app
+from conftest import TINY
+from odd_datasets import CAM, IMAGE, vector, write_dataset
+from zk0.cli import main
+from zk0.deploy.process import free_port
 
 ZK0BOT = str(Path(sys.executable).parent / "zk0bot")
 
 
-def test_help_lists_the_demo():
-    result = CliRunner().invoke(app, ["--help"])
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out = capsys.readouterr()
+    return exit_info.value.code, out.out, out.err
 
-    assert result.exit_code == 0
-    assert "demo" in result.output
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run_cli(["--help"], capsys)
+
+    assert code == 0
+    for command in ("server", "client", "status", "demo"):
+        assert command in out
 
 
-def test_demo_rejects_zero_rounds_without_a_traceback():
-    result = subprocess.run([ZK0BOT, "demo", "--rounds", "0"], capture_output=True, text=True, check=False)
+@pytest.fixture
+def seven_dim(tmp_path) -> Path:
+    root = tmp_path / "seven"
+    write_dataset(root, {"observation.state": vector(7), "action": vector(6), f"{CAM}front": IMAGE})
+    return root
 
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr and "--rounds" in result.stderr
+
+@pytest.fixture
+def no_action(tmp_path) -> Path:
+    root = tmp_path / "noaction"
+    write_dataset(root, {"observation.state": vector(6), f"{CAM}front": IMAGE})
+    return root
+
+
+def test_client_start_rejects_bad_datasets_with_one_line(tmp_path, seven_dim, no_action, capsys):
+    (tmp_path / "plain").mkdir()
+    cases = {
+        "": "must be 'hf:owner/name",
+        "s3://bucket/ds": "unknown scheme 's3'",
+        "hf:nameonly": "expected 'hf:owner/name'",
+        f"local:{tmp_path / 'missing'}": "does not exist",
+        f"local:{tmp_path / 'plain'}": "is not a LeRobot dataset",
+        f"local:{seven_dim}": "'observation.state' has shape (7,), expected (6,)",
+        f"local:{no_action}": "has no 'action' feature",
+    }
+    for uri, message in cases.items():
+        code, out, err = run_cli(["client", "start", uri, "--state-dir", str(tmp_path / "state")], capsys)
+
+        assert code == 2, uri
+        assert err.startswith("Error: ") and message in err and err.count("\n") == 1, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "state" / "clients").exists(), "nothing half-written"
+
+
+def test_client_start_needs_a_reachable_server(kit, tmp_path, capsys):
+    port = free_port()
+
+    code, _, err = run_cli(["client", "start", f"local:{kit.datasets[0]}", "--server", f"127.0.0.1:{port}",
+                            "--state-dir", str(tmp_path)], capsys)
+
+    assert code == 2 and f"server 127.0.0.1:{port} is unreachable" in err
+    assert not (tmp_path / "clients").exists()
+
+
+def test_unknown_client_and_missing_name(tmp_path, capsys):
+    code, _, err = run_cli(["client", "stop", "nosuch", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2 and "no client named 'nosuch'" in err
+
+    code, _, err = run_cli(["client", "stop", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2 and "--all" in err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("local-steps=-1", "'local-steps' must be >= 1"), ("wire-dtype=float16", "'wire-dtype' must be one of"),
+     ("proximal-mu=-0.5", "'proximal-mu' must be >= 0.0"), ("local-epochs=2", "unknown setting(s) local-epochs"),
+     ("batch-size=eight", "'batch-size' must be int, got 'eight'"), ("novalue", "must be key=value")],
+)
+def test_server_start_rejects_bad_settings_before_starting_anything(tmp_path, capsys, setting, message):
+    code, _, err = run_cli(["server", "start", "--state-dir", str(tmp_path), "--set", setting], capsys)
+
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "superlink").exists()
+
+
+def test_server_start_refuses_a_port_in_use_and_an_unwritable_state_dir(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run_cli(["server", "start", "--state-dir", str(tmp_path), "--port", str(port)], capsys)
+    assert code == 2 and f"port {port} on 127.0.0.1 is in use" in err
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = run_cli(["server", "start", "--state-dir", str(blocker / "state")], capsys)
+    assert code == 2 and "is not writable" in err
+
+
+def test_status_json_with_nothing_running(tmp_path):
+    data = json.loads(zk0bot("status", "--json", state=tmp_path).stdout)
+
+    assert data["server"]["up"] is False and data["clients"] == [] and data["session"] is None
+
+
+def zk0bot(*args: str, state: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([ZK0BOT, *args, "--state-dir", str(state)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def status(state: Path) -> dict:
+    return json.loads(zk0bot("status", "--json", state=state).stdout)
+
+
+@pytest.mark.slow
+def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
+    state = tmp_path / "state"
+    port = free_port()
+    sets = [f"--set={k}={v}" for k, v in {**TINY, "local-steps": 2, "model": json.dumps(str(kit.backbone))}.items()]
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        started = zk0bot("server", "start", "--port", str(port), "--min-clients", "2", "--rounds", "1", *sets, state=state)
+        assert started.returncode == 0, started.stderr
+        again = zk0bot("server", "start", "--port", str(port), state=state)
+        assert again.returncode == 2 and "already running" in again.stderr
+
+        server = f"--server=127.0.0.1:{port}"
+        for name, dataset in (("a", kit.datasets[0]), ("b", kit.datasets[1])):
+            result = zk0bot("client", "start", f"local:{dataset}", server, f"--name={name}", "--num-workers=0", state=state)
+            assert result.returncode == 0, result.stderr
+            assert "under 100" in result.stderr  # the small-dataset warning
+        dup = zk0bot("client", "start", f"local:{kit.datasets[0]}", server, "--name=a", state=state)
+        assert dup.returncode == 2 and "already running" in dup.stderr
+
+        first = wait_for(lambda: (status(state)["session"] or {}).get("run-id"), 180, "the first session")
+        # One client leaves mid-session: no second session starts while it runs short-handed.
+        assert zk0bot("client", "stop", "b", state=state).returncode == 0
+        time.sleep(10)
+        assert status(state)["session"]["run-id"] == first
+        # A third client joins: the session finishes and the next one starts by itself.
+        result = zk0bot("client", "start", f"local:{kit.datasets[1]}", server, "--name=c", "--num-workers=0", state=state)
+        assert result.returncode == 0, result.stderr
+        second = wait_for(lambda: (s := status(state)["session"]) and s["run-id"] != first and s["run-id"], 600,
+                          "the next session")
+        assert second != first
+
+        shown = status(state)
+        assert shown["server"]["up"] and shown["online-nodes"] == 2
+        assert {c["name"]: c["up"] for c in shown["clients"]} == {"a": True, "b": False, "c": True}
+        assert shown["last-round"]["run-id"] == first and shown["last-round"]["round"] == 1
+        log = (state / "superlink" / "controller.log").read_text()
+        assert f"started session {first}" in log and f"session {first} finished: completed" in log
+        assert f"started session {second}" in log
+    finally:
+        zk0bot("client", "stop", "--all", state=state)
+        zk0bot("server", "stop", state=state)
+    leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False)
+    assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
+    assert status(state)["server"]["up"] is False
 
 
 @pytest.mark.slow
@@ -37,6 +193,5 @@ def test_demo_runs_a_round_offline_and_stops_what_it_started(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "round 1/1: 2 updates" in result.stderr
     assert "zk0 demo: 1 rounds" in result.stdout
-    assert (tmp_path / "cache" / "zk0" / "offline-kit" / "backbone").is_dir()
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"

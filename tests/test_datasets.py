@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from zk0.datasets import DatasetError, DatasetSource, camera_map, check_so100, rename_cameras, split_episodes
+from odd_datasets import IMAGE, vector, write_dataset
 from zk0.offline import make_so100_dataset
 
 CAM = "observation.images."
@@ -56,29 +56,15 @@ def test_so100_dataset_passes_the_check_and_reports_sorted_cameras(tmp_path):
     assert check_so100(meta, state_dim=6, action_dim=6) == [f"{CAM}front", f"{CAM}wrist"]
 
 
-def _write_dataset(root: Path, features: dict, frames: int = 3) -> None:
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    ds = LeRobotDataset.create("zk0/odd", fps=10, features=features, root=root, robot_type="so100_follower",
-                               use_videos=False)
-    for _ in range(frames):
-        frame = {k: np.zeros(v["shape"], dtype=np.uint8 if v["dtype"] == "image" else np.float32)
-                 for k, v in features.items()}
-        ds.add_frame(frame | {"task": "wave"})
-    ds.save_episode()
-    ds.finalize()
-
-
 def test_wrong_dimension_missing_action_and_no_camera_are_named(tmp_path):
-    image = {"dtype": "image", "shape": (8, 8, 3), "names": ["height", "width", "channels"]}
-    vec = lambda n: {"dtype": "float32", "shape": (n,), "names": [f"j{i}" for i in range(n)]}  # noqa: E731
     cases = {
-        "seven": ({"observation.state": vec(7), "action": vec(6), f"{CAM}front": image}, r"'observation.state' has shape \(7,\), expected \(6,\)"),
-        "noaction": ({"observation.state": vec(6), f"{CAM}front": image}, "has no 'action' feature"),
-        "nocam": ({"observation.state": vec(6), "action": vec(6)}, "has no camera"),
+        "seven": ({"observation.state": vector(7), "action": vector(6), f"{CAM}front": IMAGE},
+                  r"'observation.state' has shape \(7,\), expected \(6,\)"),
+        "noaction": ({"observation.state": vector(6), f"{CAM}front": IMAGE}, "has no 'action' feature"),
+        "nocam": ({"observation.state": vector(6), "action": vector(6)}, "has no camera"),
     }
     for name, (features, message) in cases.items():
-        _write_dataset(tmp_path / name, features)
+        write_dataset(tmp_path / name, features)
         meta = DatasetSource.parse(f"local:{tmp_path / name}").metadata()
         with pytest.raises(DatasetError, match=message):
             check_so100(meta, state_dim=6, action_dim=6)

@@ -10,13 +10,20 @@ from conftest import ROOT, TINY
 from zk0 import checkpoints
 from zk0.config import RunConfig
 from zk0.datasets import DatasetSource
-from zk0.deploy.local import LocalFederation
+from federation import LocalFederation
 from zk0.policy import build_policy, trainable_state
 from zk0.strategy import names_digest
 
 pytestmark = pytest.mark.slow
 
 ROUNDS = 2
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _tree(pids: list[int]) -> set[int]:
@@ -45,7 +52,7 @@ def test_two_nodes_with_different_cameras_train_two_rounds(kit, tiny_run_config,
     print(f"e2e wall time: {wall:.1f} s for {ROUNDS} rounds")
 
     # Every process the federation started (SuperLink, SuperNodes, SuperExecs) is gone.
-    assert spawned and not [p for p in spawned if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert spawned and not [p for p in spawned if _running(p)]
 
     history = checkpoints.read_history(server)
     assert [line["round"] for line in history] == list(range(1, ROUNDS + 1))

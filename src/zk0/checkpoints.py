@@ -13,9 +13,10 @@ import tempfile
 from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 GLOBAL_FILE = "global.safetensors"
 HISTORY_FILE = "history.jsonl"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -20,6 +21,12 @@ from zk0.logs import use_flower_handlers
 from zk0.policy import build_policy, from_arrays, load_trainable, to_arrays, trainable_state
 from zk0.task import Prepare, evaluate, make_loader, metrics, resolve_device, train
 
+if TYPE_CHECKING:
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from torch.utils.data import DataLoader
+
 log = logging.getLogger(__name__)
 app = ClientApp()
 
@@ -30,12 +37,12 @@ class _Node:
 
     cfg: RunConfig
     node: NodeConfig
-    policy: object
+    policy: SmolVLAPolicy
     prepare: Prepare
     source: DatasetSource
-    meta: object
-    episodes: list[int]
-    device: object
+    meta: LeRobotDatasetMetadata
+    episodes: list[int]  # the train or the held-out split
+    device: torch.device
 
 
 def _setup(arrays: ArrayRecord, context: Context, *, held_out: bool) -> _Node:
@@ -62,7 +69,7 @@ def _setup(arrays: ArrayRecord, context: Context, *, held_out: bool) -> _Node:
     return _Node(cfg, node, policy, prepare, source, meta, eval_eps if held_out else train_eps, device)
 
 
-def _open_loader(n: _Node, *, shuffle: bool, seed: int):
+def _open_loader(n: _Node, *, shuffle: bool, seed: int) -> DataLoader:
     from lerobot.datasets.factory import resolve_delta_timestamps
 
     dataset = n.source.open(n.episodes, resolve_delta_timestamps(n.policy.config, n.meta))

@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Literal, get_args
 
+from zk0.errors import ConfigError
+
 WireDtype = Literal["float32", "bfloat16"]
 Device = Literal["auto", "cpu", "cuda"]
-
-
-class ConfigError(ValueError):
-    """A run or node setting is missing, of the wrong type or out of range."""
 
 
 # Per-round values sent by the strategy in ``msg.content["config"]``.

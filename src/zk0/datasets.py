@@ -12,16 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from zk0.errors import DatasetError
+
 if TYPE_CHECKING:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
 
 STATE = "observation.state"
 ACTION = "action"
 IMAGE_PREFIX = "observation.images."
-
-
-class DatasetError(ValueError):
-    """A dataset URI is malformed, or the dataset cannot serve an SO-100 policy."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from zk0.errors import RuntimeFailure
+
 ENV_HOME = "ZK0_HOME"
 
 
@@ -19,3 +21,11 @@ def state_dir() -> Path:
 def server_dir(home: Path | None = None) -> Path:
     """Global checkpoints and round history of the server whose state dir is ``home`` (default: this one)."""
     return (home or state_dir()) / "server"
+
+
+def source_root() -> Path:
+    """The checkout holding zk0's pyproject.toml: Flower builds the app bundle (FAB) from it."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").is_file():
+        raise RuntimeFailure(f"zk0's pyproject.toml is not at {root}; run zk0 from a source checkout")
+    return root

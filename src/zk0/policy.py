@@ -18,6 +18,7 @@ import torch
 from flwr.app import Array, ArrayRecord
 
 from zk0.config import RunConfig, WireDtype
+from zk0.errors import PolicyError
 
 if TYPE_CHECKING:
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
@@ -29,10 +30,6 @@ STYPE = "zk0.raw-le"
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # SmolVLA uses at most this many VLM layers (its own default).
 _MAX_VLM_LAYERS = 16
-
-
-class PolicyError(ValueError):
-    """The model setting names nothing SmolVLA can be built from, or parameters do not fit it."""
 
 
 def model_kind(model: str) -> str:
@@ -135,7 +132,7 @@ def to_arrays(tensors: Mapping[str, torch.Tensor], wire_dtype: WireDtype) -> Arr
     record = ArrayRecord()
     for name, tensor in tensors.items():
         t = tensor.detach().to("cpu", dtype).contiguous()
-        record[name] = Array(dtype=wire_dtype, shape=tuple(t.shape), stype=STYPE, data=t.view(torch.uint8).numpy().tobytes())
+        record[name] = Array(dtype=wire_dtype, shape=tuple(t.shape), stype=STYPE, data=t.reshape(-1).view(torch.uint8).numpy().tobytes())
     return record
 
 

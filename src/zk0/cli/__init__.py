@@ -7,7 +7,8 @@ import sys
 
 import typer
 
-from zk0.cli import demo
+from zk0.cli import client, demo, server, status
+from zk0.errors import RuntimeFailure, UserError
 
 app = typer.Typer(
     name="zk0bot",
@@ -16,33 +17,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(server.app, name="server")
+app.add_typer(client.app, name="client")
+app.command("status")(status.status)
 app.command("demo")(demo.demo)
 
 
-@app.callback()
-def _root() -> None:
-    """Federated SmolVLA training for SO-100/SO-101 robots, on Flower."""
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Domain errors the user can fix: one line on stderr, exit code 2."""
-    from zk0.config import ConfigError
-    from zk0.datasets import DatasetError
-    from zk0.policy import PolicyError
-
-    return (ConfigError, DatasetError, PolicyError)
-
-
-def main() -> None:
-    """Entry point of the ``zk0bot`` console script."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``zk0bot`` console script (``argv`` for tests; default: the command line)."""
     try:
-        app()
-    except _user_errors() as err:
+        app(args=argv, prog_name="zk0bot")
+    except UserError as err:  # the user can fix it: one line, exit code 2
         if os.environ.get("ZK0_DEBUG"):
             raise
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(2)
-    except demo.RunFailed as err:
+    except RuntimeFailure as err:  # failed while running: one line naming the log, exit code 1
         if os.environ.get("ZK0_DEBUG"):
             raise
         print(f"Error: {err}", file=sys.stderr)

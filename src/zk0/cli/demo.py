@@ -1,4 +1,4 @@
-"""``zk0bot demo``: a whole federated run on this machine, offline, from a fresh clone."""
+"""``zk0bot demo``: a whole federated session on this machine, offline, through the real commands' code."""
 
 from __future__ import annotations
 
@@ -12,13 +12,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zk0.deploy.local import LocalFederation, RunFailed
-
-__all__ = ["RunFailed", "demo"]
+from zk0 import checkpoints
+from zk0.cli.options import validated_run_config
+from zk0.deploy.client import Clients, check_dataset
+from zk0.deploy.control import FINISHED, Control
+from zk0.deploy.process import free_port
+from zk0.deploy.server import Server, ServerSettings
+from zk0.errors import RuntimeFailure
+from zk0.paths import server_dir
 
 # The tiny offline model: small enough for a CPU, big enough to be SmolVLA.
 TINY = {"image-size": 64, "chunk-size": 10, "n-action-steps": 10, "local-steps": 10, "batch-size": 4}
-SOURCE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def _cache_dir() -> Path:
@@ -38,29 +42,55 @@ def demo(
     from zk0.offline import build_kit
 
     console = Console(stderr=True)
-    if not (SOURCE_ROOT / "pyproject.toml").is_file():
-        raise RunFailed(f"the demo submits the app from a source checkout; none found at {SOURCE_ROOT}")
     started = time.monotonic()
     console.print(f"[bold]zk0 demo[/]: building the offline kit in {_cache_dir()} ...")
     kit = build_kit(_cache_dir(), clients=clients)
-    run_config: dict[str, Any] = {**TINY, "local-steps": local_steps, "num-server-rounds": rounds,
-                                  "min-clients": clients, "model": model or str(kit.backbone)}
-    nodes = [{"dataset-uri": f"local:{d}", "num-workers": 0} for d in kit.datasets]
-    home = Path(tempfile.mkdtemp(prefix="zk0-demo-"))
-    env = {"HF_HUB_OFFLINE": "1"} if not model else {}
-    rows: list[dict[str, Any]] = []
-
-    def on_round(line: dict[str, Any]) -> None:
-        rows.append(line)
-        ev = line.get("evaluate") or {}
-        console.print(f"round {line['round']}/{rounds}: {line['accepted']} updates, "
-                      f"train loss {line.get('train', {}).get('train-loss', float('nan')):.4f}, "
-                      f"eval loss {ev.get('eval-loss', float('nan')):.4f}, {line['seconds']:.0f} s")
-
-    console.print(f"starting a SuperLink and {clients} SuperNodes on 127.0.0.1 (logs in {home / 'logs'}) ...")
-    with LocalFederation(home, nodes, env=env) as fed:
-        fed.run(SOURCE_ROOT, run_config, timeout=600 + 300 * rounds, on_round=on_round)
+    if not model:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by every process started below
+    overrides: dict[str, Any] = {**TINY, "local-steps": local_steps, "num-server-rounds": rounds,
+                                 "min-clients": clients, "model": model or str(kit.backbone)}
+    validated_run_config(overrides)
+    state = Path(tempfile.mkdtemp(prefix="zk0-demo-"))
+    settings = ServerSettings(port=free_port(), min_clients=clients, overrides=overrides)
+    server, robots = Server(state), Clients(state)
+    console.print(f"zk0bot server start (state and logs in {state}) ...")
+    try:
+        server.start(settings)
+        for i, dataset in enumerate(kit.datasets):
+            uri = f"local:{dataset}"
+            info = robots.start(uri, server=settings.address, name=f"robot-{i}", num_workers=0, report=check_dataset(uri))
+            console.print(f"zk0bot client start {uri} --name {info.name}: cameras {', '.join(info.cameras)}")
+        rows = _follow_session(settings.address, state, rounds, console)
+    finally:
+        for name in robots.names():
+            robots.stop(name)
+        server.stop()
     _summary(rows, time.monotonic() - started)
+
+
+def _follow_session(address: str, state: Path, rounds: int, console: Console) -> list[dict[str, Any]]:
+    """Wait for the controller's first session to finish, printing each round as it lands."""
+    deadline = time.monotonic() + 600 + 300 * rounds
+    control = Control(address)
+    rows: list[dict[str, Any]] = []
+    try:
+        while time.monotonic() < deadline:
+            for line in checkpoints.read_history(server_dir(state))[len(rows):]:
+                rows.append(line)
+                ev = line.get("evaluate") or {}
+                console.print(f"round {line['round']}/{rounds}: {line['accepted']} updates, "
+                              f"train loss {(line.get('train') or {}).get('train-loss', float('nan')):.4f}, "
+                              f"eval loss {ev.get('eval-loss', float('nan')):.4f}, {line['seconds']:.0f} s")
+            runs = control.runs()
+            if runs and runs[0].status == FINISHED:
+                if runs[0].sub_status != "completed" or len(rows) < rounds:
+                    raise RuntimeFailure(f"the session ended {runs[0].sub_status} after {len(rows)} rounds; "
+                                    f"see {state / 'superlink'} and {state / 'clients'}")
+                return rows[:rounds]
+            time.sleep(1.0)
+    finally:
+        control.close()
+    raise RuntimeFailure(f"the session did not finish in time; logs in {state}")
 
 
 def _summary(rows: list[dict[str, Any]], seconds: float) -> None:

@@ -45,7 +45,3 @@ def supernode(*, superlink_address: str, port: int, settings: Mapping[str, str |
            "--node-config", node_config(settings)]
     return cmd + (["--insecure"] if insecure else [])
 
-
-def connection_toml(name: str, address: str, *, insecure: bool = True) -> str:
-    """A ``$FLWR_HOME/config.toml`` entry so ``flwr run . NAME`` reaches this SuperLink."""
-    return f'[superlink.{name}]\naddress = "{address}"\ninsecure = {"true" if insecure else "false"}\n'

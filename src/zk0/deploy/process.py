@@ -57,6 +57,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (connections in TIME_WAIT do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
     """Wait until something accepts connections on host:port; fail early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
@@ -69,3 +80,31 @@ def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen |
                 return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f} s")
+
+
+def write_pid(path: Path, pid: int) -> None:
+    """Record ``pid`` with its start time, so a reused pid is never mistaken for ours."""
+    import psutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{pid} {psutil.Process(pid).create_time()}\n")
+    tmp.replace(path)
+
+
+def live_pid(path: Path) -> int | None:
+    """The pid recorded in ``path`` if that process still runs; a stale file is removed."""
+    import psutil
+
+    try:
+        pid_text, created = path.read_text().split()
+        pid = int(pid_text)
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - float(created)) < 1e-3 and proc.status() != psutil.STATUS_ZOMBIE:
+            return pid
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (ValueError, psutil.NoSuchProcess):
+        pass
+    path.unlink(missing_ok=True)
+    return None

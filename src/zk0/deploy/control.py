@@ -1,0 +1,92 @@
+"""Flower's Control API from Python: the calls ``flwr ls``, ``flwr supernode ls`` and ``flwr run`` make.
+
+Flower exposes no stable Python API for these; its CLI's helpers are
+internal, so every use of them is wrapped here, in one place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ONLINE = "online"
+FINISHED = "finished"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: int
+    status: str  # pending | starting | running | finished
+    sub_status: str  # completed | failed | stopped, once finished
+    bytes_sent: int
+    bytes_recv: int
+
+
+class Control:
+    """A Control API client for one SuperLink (insecure on loopback, or TLS with a CA file)."""
+
+    def __init__(self, address: str, *, root_certificates: Path | None = None) -> None:
+        from flwr.cli.typing import SuperLinkConnection
+        from flwr.cli.utils import init_http_client_from_connection
+
+        connection = SuperLinkConnection(
+            name="zk0",
+            address=address,
+            root_certificates=str(root_certificates) if root_certificates else None,
+            insecure=root_certificates is None,
+        )
+        # Flower's helper announces the connection on stdout, which carries data only here.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._client = init_http_client_from_connection(connection)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def online_nodes(self) -> list[int]:
+        """Ids of the SuperNodes that are online now."""
+        from flwr.proto.control_pb2 import ListNodesRequest  # pylint: disable=E0611
+
+        res = self._client.ListNodes(ListNodesRequest())
+        return sorted(node.node_id for node in res.nodes_info if node.status == ONLINE)
+
+    def runs(self) -> list[RunInfo]:
+        """All runs the SuperLink knows, oldest first."""
+        from flwr.common.serde import run_from_proto
+        from flwr.proto.control_pb2 import ListRunsRequest  # pylint: disable=E0611
+
+        res = self._client.ListRuns(ListRunsRequest())
+        runs = [run_from_proto(proto) for proto in res.run_dict.values()]
+        return [
+            RunInfo(r.run_id, r.status.status, r.status.sub_status, r.bytes_sent, r.bytes_recv)
+            for r in sorted(runs, key=lambda r: r.pending_at)
+        ]
+
+    def start_run(self, app_dir: Path, overrides: Mapping[str, Any]) -> int:
+        """Build the app's FAB from ``app_dir`` and start a run with run-config ``overrides``."""
+        from flwr.cli.build import build_fab_from_disk
+        from flwr.common.config import parse_config_args
+        from flwr.common.serde import fab_to_proto, user_config_to_proto
+        from flwr.supercore.fab import Fab
+        from flwr.proto.control_pb2 import StartRunRequest  # pylint: disable=E0611
+
+        fab_bytes = build_fab_from_disk(app_dir)
+        fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
+        args = [" ".join(f"{k}={_toml_value(v)}" for k, v in overrides.items())] if overrides else None
+        req = StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(parse_config_args(args)))
+        res = self._client.StartRun(req)
+        if not res.HasField("run_id"):
+            raise RuntimeError("the SuperLink did not start the run")
+        return res.run_id
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
