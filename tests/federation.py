@@ -58,25 +58,35 @@ class LocalFederation:
         env = self._env()
         port = free_port(HOST)
         self.address = f"{HOST}:{port}"
-        link = spawn(flower.superlink(host=HOST, port=port, database=self.home / "superlink.db"),
-                     self.logs / "superlink.log", env)
+        link = spawn(
+            flower.superlink(host=HOST, port=port, database=self.home / "superlink.db"),
+            self.logs / "superlink.log",
+            env,
+        )
         self.pids.append(link.pid)
         wait_for_port(HOST, port, timeout=60, proc=link)
         for i, settings in enumerate(self.nodes):
-            node = spawn(flower.supernode(superlink_address=self.address, port=free_port(HOST), settings=settings),
-                         self.logs / f"supernode-{i}.log", env)
+            node = spawn(
+                flower.supernode(superlink_address=self.address, port=free_port(HOST), settings=settings),
+                self.logs / f"supernode-{i}.log",
+                env,
+            )
             self.pids.append(node.pid)
         flwr_home = Path(env["FLWR_HOME"])
         flwr_home.mkdir(parents=True, exist_ok=True)
         # `flwr run . zk0-local` finds this SuperLink through Flower's config file.
-        (flwr_home / "config.toml").write_text(f'[superlink.{CONNECTION}]\naddress = "{self.address}"\ninsecure = true\n')
+        (flwr_home / "config.toml").write_text(
+            f'[superlink.{CONNECTION}]\naddress = "{self.address}"\ninsecure = true\n'
+        )
 
     def run(self, app_dir: Path, run_config: Mapping[str, Any], timeout: float) -> None:
         """Submit the app with ``flwr run --stream`` and wait for the run to end."""
         overrides = " ".join(f"{k}={json.dumps(v)}" for k, v in run_config.items())
         cmd = [flower.executable("flwr"), "run", str(app_dir), CONNECTION, "--stream", "--run-config", overrides]
         with open(self.logs / "run.log", "wb") as log:
-            done = subprocess.run(cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
+            done = subprocess.run(
+                cmd, env=self._env(), stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            )
         assert done.returncode == 0, f"flwr run failed (exit {done.returncode}); see {self.logs / 'run.log'}"
 
     def stop(self) -> None:

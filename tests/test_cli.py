@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -70,8 +71,10 @@ def test_client_start_rejects_bad_datasets_with_one_line(tmp_path, seven_dim, no
 def test_client_start_needs_a_reachable_server(kit, tmp_path, capsys):
     port = free_port()
 
-    code, _, err = run_cli(["client", "start", f"local:{kit.datasets[0]}", "--server", f"127.0.0.1:{port}",
-                            "--state-dir", str(tmp_path)], capsys)
+    code, _, err = run_cli(
+        ["client", "start", f"local:{kit.datasets[0]}", "--server", f"127.0.0.1:{port}", "--state-dir", str(tmp_path)],
+        capsys,
+    )
 
     assert code == 2 and f"server 127.0.0.1:{port} is unreachable" in err
     assert not (tmp_path / "clients").exists()
@@ -87,9 +90,14 @@ def test_unknown_client_and_missing_name(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("setting", "message"),
-    [("local-steps=-1", "'local-steps' must be >= 1"), ("wire-dtype=float16", "'wire-dtype' must be one of"),
-     ("proximal-mu=-0.5", "'proximal-mu' must be >= 0.0"), ("local-epochs=2", "unknown setting(s) local-epochs"),
-     ("batch-size=eight", "'batch-size' must be int, got 'eight'"), ("novalue", "must be key=value")],
+    [
+        ("local-steps=-1", "'local-steps' must be >= 1"),
+        ("wire-dtype=float16", "'wire-dtype' must be one of"),
+        ("proximal-mu=-0.5", "'proximal-mu' must be >= 0.0"),
+        ("local-epochs=2", "unknown setting(s) local-epochs"),
+        ("batch-size=eight", "'batch-size' must be int, got 'eight'"),
+        ("novalue", "must be key=value"),
+    ],
 )
 def test_server_start_rejects_bad_settings_before_starting_anything(tmp_path, capsys, setting, message):
     code, _, err = run_cli(["server", "start", "--state-dir", str(tmp_path), "--set", setting], capsys)
@@ -119,8 +127,9 @@ def test_status_json_with_nothing_running(tmp_path):
 
 
 def zk0bot(*args: str, state: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([ZK0BOT, *args, "--state-dir", str(state)], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [ZK0BOT, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -143,14 +152,18 @@ def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
     sets = [f"--set={k}={v}" for k, v in {**TINY, "local-steps": 2, "model": json.dumps(str(kit.backbone))}.items()]
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        started = zk0bot("server", "start", "--port", str(port), "--min-clients", "2", "--rounds", "1", *sets, state=state)
+        started = zk0bot(
+            "server", "start", "--port", str(port), "--min-clients", "2", "--rounds", "1", *sets, state=state
+        )
         assert started.returncode == 0, started.stderr
         again = zk0bot("server", "start", "--port", str(port), state=state)
         assert again.returncode == 2 and "already running" in again.stderr
 
         server = f"--server=127.0.0.1:{port}"
         for name, dataset in (("a", kit.datasets[0]), ("b", kit.datasets[1])):
-            result = zk0bot("client", "start", f"local:{dataset}", server, f"--name={name}", "--num-workers=0", state=state)
+            result = zk0bot(
+                "client", "start", f"local:{dataset}", server, f"--name={name}", "--num-workers=0", state=state
+            )
             assert result.returncode == 0, result.stderr
             assert "under 100" in result.stderr  # the small-dataset warning
         dup = zk0bot("client", "start", f"local:{kit.datasets[0]}", server, "--name=a", state=state)
@@ -162,10 +175,13 @@ def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
         time.sleep(10)
         assert status(state)["session"]["run-id"] == first
         # A third client joins: the session finishes and the next one starts by itself.
-        result = zk0bot("client", "start", f"local:{kit.datasets[1]}", server, "--name=c", "--num-workers=0", state=state)
+        result = zk0bot(
+            "client", "start", f"local:{kit.datasets[1]}", server, "--name=c", "--num-workers=0", state=state
+        )
         assert result.returncode == 0, result.stderr
-        second = wait_for(lambda: (s := status(state)["session"]) and s["run-id"] != first and s["run-id"], 600,
-                          "the next session")
+        second = wait_for(
+            lambda: (s := status(state)["session"]) and s["run-id"] != first and s["run-id"], 600, "the next session"
+        )
         assert second != first
 
         shown = status(state)
@@ -187,11 +203,32 @@ def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
 def test_demo_runs_a_round_offline_and_stops_what_it_started(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "TMPDIR": str(tmp_path)}
 
-    result = subprocess.run([ZK0BOT, "demo", "--rounds", "1", "--local-steps", "2"], env=env,
-                            capture_output=True, text=True, timeout=900, check=False)
+    result = subprocess.run(
+        [ZK0BOT, "demo", "--rounds", "2", "--local-steps", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "round 1/1: 2 updates" in result.stderr
-    assert "zk0 demo: 1 rounds" in result.stdout
+    assert "round 1/2: 2 updates" in result.stderr and "round 2/2: 2 updates" in result.stderr
+    assert "zk0 demo: 2 rounds" in result.stdout
+    # The summary reports a train loss for both clients in every round.
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and all(len(re.findall(r"\d+\.\d{3}", row.split("│")[3])) == 2 for row in rows)
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
     assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
+
+
+def test_server_log_shows_the_last_lines_of_each_log(tmp_path, capsys):
+    logs = tmp_path / "superlink"
+    logs.mkdir()
+    (logs / "superlink.log").write_text("".join(f"link {i}\n" for i in range(10)))
+    (logs / "controller.log").write_text("ctl 1\nctl 2\n")
+
+    code, out, _ = run_cli(["server", "log", "-n", "2", "--state-dir", str(tmp_path)], capsys)
+
+    assert code in (0, None)
+    assert "link 8\nlink 9\n" in out and "link 7" not in out and "ctl 1\nctl 2\n" in out

@@ -19,7 +19,11 @@ def test_declared_defaults_build_a_config_that_uses_every_key():
 
     assert cfg.model == "lerobot/smolvla_base"
     assert cfg.wire_dtype == "float32"
-    assert cfg.camera_features == ("observation.images.camera1", "observation.images.camera2", "observation.images.camera3")
+    assert cfg.camera_features == (
+        "observation.images.camera1",
+        "observation.images.camera2",
+        "observation.images.camera3",
+    )
     # Every declared key maps to a field and every field is declared.
     assert len(defaults()) == len(RunConfig.__dataclass_fields__)
 

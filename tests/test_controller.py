@@ -1,7 +1,6 @@
 """The session controller's decisions, step by step, against a scripted SuperLink."""
 
 import logging
-from pathlib import Path
 
 import pytest
 
@@ -23,7 +22,7 @@ class ScriptedLink:
     def runs(self) -> list[RunInfo]:
         return list(self._runs)
 
-    def start_run(self, app_dir: Path, overrides: dict) -> int:
+    def start_run(self, fab: bytes, overrides: dict) -> int:
         self.started.append(overrides)
         run_id = 100 + len(self.started)
         self._runs.append(RunInfo(run_id, "pending", "", 0, 0))
@@ -40,7 +39,7 @@ def info_logs(caplog):
 
 def test_idles_below_min_clients_then_starts_one_session_at_a_time(caplog):
     link = ScriptedLink()
-    ctl = Controller(link, Path("/app"), {"num-server-rounds": 2}, min_clients=2)
+    ctl = Controller(link, b"fab", {"num-server-rounds": 2}, min_clients=2)
 
     link.nodes = [1]
     assert ctl.step() == "idle: 1 of 2 clients online"
@@ -64,13 +63,13 @@ def test_waits_for_a_session_it_did_not_start():
     link._runs = [RunInfo(7, "running", "", 0, 0)]
     link.nodes = [1, 2]
 
-    assert Controller(link, Path("/app"), {}, min_clients=2).step() == "session 7 is running; waiting for it to finish"
+    assert Controller(link, b"fab", {}, min_clients=2).step() == "session 7 is running; waiting for it to finish"
     assert link.started == []
 
 
 def test_decisions_are_logged_once_each_with_a_timestamp(caplog):
     link = ScriptedLink()
-    ctl = Controller(link, Path("/app"), {}, min_clients=3)
+    ctl = Controller(link, b"fab", {}, min_clients=3)
 
     for _ in range(3):
         ctl.step()

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zk0.datasets import DatasetError, DatasetSource, camera_map, check_so100, rename_cameras, split_episodes
 from odd_datasets import IMAGE, vector, write_dataset
+from zk0.datasets import DatasetError, DatasetSource, camera_map, check_so100, rename_cameras, split_episodes
 from zk0.offline import make_so100_dataset
 
 CAM = "observation.images."
@@ -58,8 +58,10 @@ def test_so100_dataset_passes_the_check_and_reports_sorted_cameras(tmp_path):
 
 def test_wrong_dimension_missing_action_and_no_camera_are_named(tmp_path):
     cases = {
-        "seven": ({"observation.state": vector(7), "action": vector(6), f"{CAM}front": IMAGE},
-                  r"'observation.state' has shape \(7,\), expected \(6,\)"),
+        "seven": (
+            {"observation.state": vector(7), "action": vector(6), f"{CAM}front": IMAGE},
+            r"'observation.state' has shape \(7,\), expected \(6,\)",
+        ),
         "noaction": ({"observation.state": vector(6), f"{CAM}front": IMAGE}, "has no 'action' feature"),
         "nocam": ({"observation.state": vector(6), "action": vector(6)}, "has no camera"),
     }
@@ -93,7 +95,10 @@ MODEL = (f"{CAM}camera1", f"{CAM}camera2", f"{CAM}camera3")
 
 
 def test_cameras_map_in_sorted_order_by_default():
-    assert camera_map([f"{CAM}wrist", f"{CAM}front"], MODEL) == {f"{CAM}front": f"{CAM}camera1", f"{CAM}wrist": f"{CAM}camera2"}
+    assert camera_map([f"{CAM}wrist", f"{CAM}front"], MODEL) == {
+        f"{CAM}front": f"{CAM}camera1",
+        f"{CAM}wrist": f"{CAM}camera2",
+    }
 
 
 def test_explicit_camera_map_accepts_short_names():
@@ -104,8 +109,12 @@ def test_explicit_camera_map_accepts_short_names():
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("top=camera1", "'top=camera1' must be"), ("front=camera9", "must be"), ("front", "must be"),
-     ("front=camera1,wrist=camera1", "two cameras onto 'camera1'")],
+    [
+        ("top=camera1", "'top=camera1' must be"),
+        ("front=camera9", "must be"),
+        ("front", "must be"),
+        ("front=camera1,wrist=camera1", "two cameras onto 'camera1'"),
+    ],
 )
 def test_bad_camera_maps_are_rejected(spec, message):
     with pytest.raises(DatasetError, match=message):
@@ -119,8 +128,13 @@ def test_more_cameras_than_the_model_takes_needs_a_map():
 
 
 def test_rename_moves_mapped_cameras_and_drops_the_rest():
-    batch = {f"{CAM}front": torch.zeros(1), f"{CAM}front_is_pad": torch.ones(1), f"{CAM}top": torch.zeros(1),
-             "action": torch.ones(1), "task": ["wave"]}
+    batch = {
+        f"{CAM}front": torch.zeros(1),
+        f"{CAM}front_is_pad": torch.ones(1),
+        f"{CAM}top": torch.zeros(1),
+        "action": torch.ones(1),
+        "task": ["wave"],
+    }
 
     out = rename_cameras(batch, {f"{CAM}front": f"{CAM}camera1"})
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from conftest import ROOT, TINY
+from federation import LocalFederation
 from zk0 import checkpoints
 from zk0.config import RunConfig
 from zk0.datasets import DatasetSource
-from federation import LocalFederation
 from zk0.policy import build_policy, trainable_state
 from zk0.strategy import names_digest
 

@@ -58,9 +58,7 @@ def test_backbone_builds_byte_identically(backbone: Path, tmp_path: Path) -> Non
 
     # Assert
     assert _hashes(second) == _hashes(backbone)
-    assert {"config.json", "tokenizer.json", "tokenizer_config.json", BACKBONE_MARKER} <= set(
-        _hashes(backbone)
-    )
+    assert {"config.json", "tokenizer.json", "tokenizer_config.json", BACKBONE_MARKER} <= set(_hashes(backbone))
     assert not [p for p in tmp_path.iterdir() if p.name != "again"], "no scratch directory left"
 
 

@@ -48,7 +48,9 @@ def test_only_expert_and_projections_train_and_the_vlm_stays_home(policy):
 def test_same_seed_builds_identical_frozen_weights(cfg, policy):
     again = build_policy(cfg)
 
-    assert all(torch.equal(a, b) for a, b in zip(policy.state_dict().values(), again.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(policy.state_dict().values(), again.state_dict().values(), strict=True)
+    )
 
 
 def test_float32_round_trip_is_exact_and_counts_raw_bytes(policy):

@@ -27,10 +27,12 @@ GLOBAL = {"a.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b.bias": torch.te
 
 def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", **metrics) -> Message:
     ins = Message(content=RecordDict(), dst_node_id=node, message_type="train")
-    content = RecordDict({
-        "arrays": to_arrays(tensors, wire),
-        "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 1.0, **metrics}),
-    })
+    content = RecordDict(
+        {
+            "arrays": to_arrays(tensors, wire),
+            "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 1.0, **metrics}),
+        }
+    )
     return Message(content=content, reply_to=ins)
 
 

@@ -47,7 +47,9 @@ def save_global(directory: Path, tensors: Mapping[str, torch.Tensor], metadata: 
 
     path = directory / GLOBAL_FILE
     with _atomic(path) as tmp:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        save_file(
+            {k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={k: str(v) for k, v in metadata.items()}
+        )
     return path
 
 

@@ -90,8 +90,14 @@ def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tu
         device=n.device,
         proximal_mu=float(round_config[keys.PROXIMAL_MU]),
     )
-    log.info("round %d: %d steps, %d samples, loss %.4f, %.1f s", server_round, result.steps,
-             result.num_examples, result.loss, result.seconds)
+    log.info(
+        "round %d: %d steps, %d samples, loss %.4f, %.1f s",
+        server_round,
+        result.steps,
+        result.num_examples,
+        result.loss,
+        result.seconds,
+    )
     return to_arrays(trainable_state(n.policy), n.cfg.wire_dtype), MetricRecord(dict(metrics(result)))
 
 
@@ -100,8 +106,14 @@ def score(arrays: ArrayRecord, context: Context) -> MetricRecord:
     n = _setup(arrays, context, held_out=True)
     if not n.episodes:
         raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
-    result = evaluate(n.policy, _open_loader(n, shuffle=False, seed=n.cfg.seed), n.prepare,
-                      device=n.device, max_batches=n.cfg.eval_batches, seed=n.cfg.seed)
+    result = evaluate(
+        n.policy,
+        _open_loader(n, shuffle=False, seed=n.cfg.seed),
+        n.prepare,
+        device=n.device,
+        max_batches=n.cfg.eval_batches,
+        seed=n.cfg.seed,
+    )
     log.info("eval: loss %.4f, action MSE %.4f on %d samples", result.loss, result.action_mse, result.num_examples)
     return MetricRecord(dict(metrics(result)))
 

@@ -53,7 +53,9 @@ def _load(cls: type, values: Mapping[str, Any], *, partial: bool) -> dict[str, A
     hints = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - {_key(n) for n in hints})
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_key(n) for n in hints))}")
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(_key(n) for n in hints))}"
+        )
     kwargs: dict[str, Any] = {}
     for name, field in hints.items():
         key = _key(name)
@@ -116,8 +118,18 @@ class RunConfig:
     seed: int
 
     def __post_init__(self) -> None:
-        for key in ("num-cameras", "state-dim", "action-dim", "image-size", "chunk-size", "n-action-steps",
-                    "num-server-rounds", "min-clients", "local-steps", "batch-size"):
+        for key in (
+            "num-cameras",
+            "state-dim",
+            "action-dim",
+            "image-size",
+            "chunk-size",
+            "n-action-steps",
+            "num-server-rounds",
+            "min-clients",
+            "local-steps",
+            "batch-size",
+        ):
             _check_range(key, getattr(self, key.replace("-", "_")), low=1)
         if self.n_action_steps > self.chunk_size:
             raise ConfigError(
@@ -167,5 +179,8 @@ class NodeConfig:
         # Flower adds its own keys (e.g. partition-id) to node_config; keep ours.
         ours = {k: v for k, v in node_config.items() if k in known}
         if "dataset-uri" not in ours:
-            raise ConfigError("node setting 'dataset-uri' is missing (start the SuperNode with --node-config \"dataset-uri='hf:owner/name'\")")
+            raise ConfigError(
+                "node setting 'dataset-uri' is missing; start the client with "
+                "'zk0bot client start hf:owner/name' (it sets the SuperNode's --node-config)"
+            )
         return cls(**_load(cls, ours, partial=True))

@@ -42,7 +42,9 @@ class DatasetSource:
             repo_id, _, revision = rest.partition("@")
             owner, slash, name = repo_id.partition("/")
             if not (owner and slash and name) or "/" in name:
-                raise DatasetError(f"dataset URI {uri!r}: expected 'hf:owner/name', e.g. 'hf:lerobot/svla_so100_pickplace'")
+                raise DatasetError(
+                    f"dataset URI {uri!r}: expected 'hf:owner/name', e.g. 'hf:lerobot/svla_so100_pickplace'"
+                )
             if "@" in rest and not revision:
                 raise DatasetError(f"dataset URI {uri!r}: empty revision after '@'")
             return cls("hf", repo_id, revision or None)
@@ -150,7 +152,7 @@ def rename_cameras(batch: Mapping[str, Any], mapping: Mapping[str, str]) -> dict
         base = key.removesuffix("_is_pad")
         if base.startswith(IMAGE_PREFIX):
             if base in mapping:
-                out[mapping[base] + key[len(base):]] = value
+                out[mapping[base] + key[len(base) :]] = value
             continue
         out[key] = value
     return out

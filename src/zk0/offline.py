@@ -178,8 +178,7 @@ def make_so100_dataset(
         raise ValueError(f"cameras must be distinct names, at least one; got {tuple(cameras)!r}.")
     if episodes < 1 or frames_per_episode < 2 or fps < 1:
         raise ValueError(
-            f"Need episodes >= 1, frames_per_episode >= 2 and fps >= 1; "
-            f"got {episodes}, {frames_per_episode} and {fps}."
+            f"Need episodes >= 1, frames_per_episode >= 2 and fps >= 1; got {episodes}, {frames_per_episode} and {fps}."
         )
     if len(image_shape) != 2 or min(image_shape) < 1:
         raise ValueError(f"image_shape must be (height, width) of positive sizes; got {image_shape!r}.")
@@ -427,9 +426,7 @@ def _record_so100(
         }
 
     rng = np.random.default_rng(seed)
-    dataset = LeRobotDataset.create(
-        repo_id, fps, features, root=root, robot_type=robot_type, use_videos=False
-    )
+    dataset = LeRobotDataset.create(repo_id, fps, features, root=root, robot_type=robot_type, use_videos=False)
     for _ in range(episodes):
         phase = rng.uniform(0.0, 2.0 * math.pi, size=len(SO100_JOINTS)).astype(np.float32)
         task = TASKS[int(rng.integers(len(TASKS)))]

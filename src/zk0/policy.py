@@ -51,7 +51,9 @@ def model_kind(model: str) -> str:
 def _features(cfg: RunConfig) -> tuple[dict, dict]:
     from lerobot.configs.types import FeatureType, PolicyFeature
 
-    inputs = {key: PolicyFeature(FeatureType.VISUAL, (3, cfg.image_size, cfg.image_size)) for key in cfg.camera_features}
+    inputs = {
+        key: PolicyFeature(FeatureType.VISUAL, (3, cfg.image_size, cfg.image_size)) for key in cfg.camera_features
+    }
     inputs["observation.state"] = PolicyFeature(FeatureType.STATE, (cfg.state_dim,))
     outputs = {"action": PolicyFeature(FeatureType.ACTION, (cfg.action_dim,))}
     return inputs, outputs
@@ -132,7 +134,9 @@ def to_arrays(tensors: Mapping[str, torch.Tensor], wire_dtype: WireDtype) -> Arr
     record = ArrayRecord()
     for name, tensor in tensors.items():
         t = tensor.detach().to("cpu", dtype).contiguous()
-        record[name] = Array(dtype=wire_dtype, shape=tuple(t.shape), stype=STYPE, data=t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        record[name] = Array(
+            dtype=wire_dtype, shape=tuple(t.shape), stype=STYPE, data=t.reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return record
 
 

@@ -76,8 +76,12 @@ class Zk0Strategy(FedAvg):
         self._round: dict[str, Any] = {}
 
     def summary(self) -> None:
-        log.info("zk0 strategy: proximal-mu %s, wire-dtype %s, float32 aggregation, checkpoints in %s",
-                 self.cfg.proximal_mu, self.cfg.wire_dtype, self.out_dir)
+        log.info(
+            "zk0 strategy: proximal-mu %s, wire-dtype %s, float32 aggregation, checkpoints in %s",
+            self.cfg.proximal_mu,
+            self.cfg.wire_dtype,
+            self.out_dir,
+        )
         super().summary()
 
     def _encode(self, arrays: ArrayRecord) -> ArrayRecord:
@@ -85,13 +89,17 @@ class Zk0Strategy(FedAvg):
         self._shapes = {name: tuple(t.shape) for name, t in tensors.items()}
         return to_arrays(tensors, self.cfg.wire_dtype)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
         self._round = {"round": server_round, "started": time.time()}
         return super().configure_train(server_round, self._encode(arrays), config, grid)
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
         return super().configure_evaluate(server_round, self._encode(arrays), config, grid)
 
     def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
@@ -117,7 +125,9 @@ class Zk0Strategy(FedAvg):
                 raise ValueError(f"{name}: non-finite values")
         return tensors, float(weight)
 
-    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         accepted: list[tuple[dict[str, torch.Tensor], float]] = []
         contents, clients, rejected = [], [], 0
         for msg in replies:
@@ -135,13 +145,15 @@ class Zk0Strategy(FedAvg):
             accepted.append((tensors, weight))
             contents.append(msg.content)
             record = next(iter(msg.content.array_records.values()))
-            clients.append({
-                "node-id": node,
-                "param-names-sha256": names_digest(tensors),
-                "num-arrays": len(record),
-                "payload-bytes": sum(len(a.data) for a in record.values()),
-                **dict(next(iter(msg.content.metric_records.values()))),
-            })
+            clients.append(
+                {
+                    "node-id": node,
+                    "param-names-sha256": names_digest(tensors),
+                    "num-arrays": len(record),
+                    "payload-bytes": sum(len(a.data) for a in record.values()),
+                    **dict(next(iter(msg.content.metric_records.values()))),
+                }
+            )
         self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
         if not accepted:
             log.warning("round %d: no valid update; the global model stays as it was", server_round)
@@ -150,8 +162,13 @@ class Zk0Strategy(FedAvg):
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
         checkpoints.save_global(self.out_dir, glob, {"round": server_round, "run-id": self.run_id})
-        log.info("round %d: aggregated %d updates (%d rejected): %s", server_round, len(accepted), rejected,
-                 {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()})
+        log.info(
+            "round %d: aggregated %d updates (%d rejected): %s",
+            server_round,
+            len(accepted),
+            rejected,
+            {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
+        )
         return to_arrays(glob, "float32"), metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
@@ -160,7 +177,8 @@ class Zk0Strategy(FedAvg):
         self._round["evaluate"] = dict(metrics) if metrics is not None else None
         self._round["eval-clients"] = [
             {"node-id": m.metadata.src_node_id, **dict(next(iter(m.content.metric_records.values())))}
-            for m in replies if not m.has_error()
+            for m in replies
+            if not m.has_error()
         ]
         self._round.update(run_id=self.run_id, seconds=round(time.time() - self._round.pop("started", time.time()), 3))
         checkpoints.append_history(self.out_dir, {k.replace("_", "-"): v for k, v in self._round.items()})

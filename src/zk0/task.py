@@ -138,7 +138,9 @@ def evaluate(
                 policy.reset()
                 predicted = policy.predict_action_chunk(dict(batch)).float()
             target = batch["action"].float()
-            mask = ~batch["action_is_pad"] if "action_is_pad" in batch else torch.ones(target.shape[:2], dtype=torch.bool)
+            mask = (
+                ~batch["action_is_pad"] if "action_is_pad" in batch else torch.ones(target.shape[:2], dtype=torch.bool)
+            )
             mask = mask.to(target.device)
             steps = min(predicted.shape[1], target.shape[1])
             err = (predicted[:, :steps] - target[:, :steps]).pow(2) * mask[:, :steps, None]
@@ -155,6 +157,10 @@ def evaluate(
 def metrics(result: TrainResult | EvalResult) -> Mapping[str, float | int]:
     """A result as Flower metric values (kebab-case keys)."""
     if isinstance(result, TrainResult):
-        return {keys.TRAIN_LOSS: result.loss, keys.NUM_EXAMPLES: result.num_examples,
-                "train-steps": result.steps, "train-seconds": result.seconds}
+        return {
+            keys.TRAIN_LOSS: result.loss,
+            keys.NUM_EXAMPLES: result.num_examples,
+            "train-steps": result.steps,
+            "train-seconds": result.seconds,
+        }
     return {keys.EVAL_LOSS: result.loss, keys.ACTION_MSE: result.action_mse, keys.NUM_EXAMPLES: result.num_examples}

@@ -13,8 +13,9 @@ from zk0.deploy.client import Clients, check_dataset
 
 app = typer.Typer(help="Run robot nodes (Flower SuperNodes) on this host.", no_args_is_help=True)
 
-Server = Annotated[str, typer.Option("--server", envvar="ZK0_SERVER_URL", show_envvar=True,
-                                     help="The server's HOST:PORT.")]
+Server = Annotated[
+    str, typer.Option("--server", envvar="ZK0_SERVER_URL", show_envvar=True, help="The server's HOST:PORT.")
+]
 
 
 @app.command("start")
@@ -23,7 +24,9 @@ def client_start(
     state_dir: StateDir,
     server: Server = "127.0.0.1:8000",
     name: Annotated[str | None, typer.Option(help="Client name on this host (default: the dataset's name).")] = None,
-    camera_map: Annotated[str, typer.Option(help="Dataset cameras onto the model's, e.g. front=camera1,wrist=camera2.")] = "",
+    camera_map: Annotated[
+        str, typer.Option(help="Dataset cameras onto the model's, e.g. front=camera1,wrist=camera2.")
+    ] = "",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     num_workers: Annotated[int, typer.Option(min=0, help="Data loader worker processes.")] = 2,
 ) -> None:
@@ -34,10 +37,13 @@ def client_start(
     report = check_dataset(uri)
     for warning in report.warnings:
         typer.echo(f"Warning: {warning}", err=True)
-    info = Clients(state_dir).start(uri, server=server, name=name, camera_map=camera_map, device=device,
-                                    num_workers=num_workers, report=report)
-    typer.echo(f"client {info.name} started: {report.episodes} episodes, cameras {', '.join(report.cameras)}, "
-               f"server {info.server}")
+    info = Clients(state_dir).start(
+        uri, server=server, name=name, camera_map=camera_map, device=device, num_workers=num_workers, report=report
+    )
+    typer.echo(
+        f"client {info.name} started: {report.episodes} episodes, cameras {', '.join(report.cameras)}, "
+        f"server {info.server}"
+    )
 
 
 @app.command("stop")
@@ -75,5 +81,3 @@ def client_log(
         name = names[0]
     clients.info(name)
     show([clients.log_file(name)], lines, follow)
-
-

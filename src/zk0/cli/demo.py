@@ -33,7 +33,9 @@ def demo(
     rounds: Annotated[int, typer.Option(min=1, help="Federated rounds.")] = 2,
     clients: Annotated[int, typer.Option(min=1, max=8, help="Simulated robots, each with its own dataset.")] = 2,
     model: Annotated[str, typer.Option(help="Hub id or local dir; default: the offline tiny backbone.")] = "",
-    local_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per client per round.")] = TINY["local-steps"],
+    local_steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per client per round.")] = TINY[
+        "local-steps"
+    ],
 ) -> None:
     """Run a real federated session on loopback: one server, CLIENTS robots, offline.
 
@@ -47,8 +49,13 @@ def demo(
     kit = build_kit(_cache_dir(), clients=clients)
     if not model:
         os.environ["HF_HUB_OFFLINE"] = "1"  # inherited by every process started below
-    overrides: dict[str, Any] = {**TINY, "local-steps": local_steps, "num-server-rounds": rounds,
-                                 "min-clients": clients, "model": model or str(kit.backbone)}
+    overrides: dict[str, Any] = {
+        **TINY,
+        "local-steps": local_steps,
+        "num-server-rounds": rounds,
+        "min-clients": clients,
+        "model": model or str(kit.backbone),
+    }
     validated_run_config(overrides)
     state = Path(tempfile.mkdtemp(prefix="zk0-demo-"))
     settings = ServerSettings(port=free_port(), min_clients=clients, overrides=overrides)
@@ -58,7 +65,9 @@ def demo(
         server.start(settings)
         for i, dataset in enumerate(kit.datasets):
             uri = f"local:{dataset}"
-            info = robots.start(uri, server=settings.address, name=f"robot-{i}", num_workers=0, report=check_dataset(uri))
+            info = robots.start(
+                uri, server=settings.address, name=f"robot-{i}", num_workers=0, report=check_dataset(uri)
+            )
             console.print(f"zk0bot client start {uri} --name {info.name}: cameras {', '.join(info.cameras)}")
         rows = _follow_session(settings.address, state, rounds, console)
     finally:
@@ -75,17 +84,21 @@ def _follow_session(address: str, state: Path, rounds: int, console: Console) ->
     rows: list[dict[str, Any]] = []
     try:
         while time.monotonic() < deadline:
-            for line in checkpoints.read_history(server_dir(state))[len(rows):]:
+            for line in checkpoints.read_history(server_dir(state))[len(rows) :]:
                 rows.append(line)
                 ev = line.get("evaluate") or {}
-                console.print(f"round {line['round']}/{rounds}: {line['accepted']} updates, "
-                              f"train loss {(line.get('train') or {}).get('train-loss', float('nan')):.4f}, "
-                              f"eval loss {ev.get('eval-loss', float('nan')):.4f}, {line['seconds']:.0f} s")
+                console.print(
+                    f"round {line['round']}/{rounds}: {line['accepted']} updates, "
+                    f"train loss {(line.get('train') or {}).get('train-loss', float('nan')):.4f}, "
+                    f"eval loss {ev.get('eval-loss', float('nan')):.4f}, {line['seconds']:.0f} s"
+                )
             runs = control.runs()
             if runs and runs[0].status == FINISHED:
                 if runs[0].sub_status != "completed" or len(rows) < rounds:
-                    raise RuntimeFailure(f"the session ended {runs[0].sub_status} after {len(rows)} rounds; "
-                                    f"see {state / 'superlink'} and {state / 'clients'}")
+                    raise RuntimeFailure(
+                        f"the session ended {runs[0].sub_status} after {len(rows)} rounds; "
+                        f"see {state / 'superlink'} and {state / 'clients'}"
+                    )
                 return rows[:rounds]
             time.sleep(1.0)
     finally:
@@ -100,7 +113,12 @@ def _summary(rows: list[dict[str, Any]], seconds: float) -> None:
     for line in rows:
         ev = line.get("evaluate") or {}
         per_client = " ".join(f"{c['train-loss']:.3f}" for c in line["clients"])
-        table.add_row(str(line["round"]), str(line["accepted"]), per_client,
-                      f"{ev.get('eval-loss', float('nan')):.4f}", f"{ev.get('action-mse', float('nan')):.4f}",
-                      f"{sum(c['payload-bytes'] for c in line['clients']):,}")
+        table.add_row(
+            str(line["round"]),
+            str(line["accepted"]),
+            per_client,
+            f"{ev.get('eval-loss', float('nan')):.4f}",
+            f"{ev.get('action-mse', float('nan')):.4f}",
+            f"{sum(c['payload-bytes'] for c in line['clients']):,}",
+        )
     Console().print(table)

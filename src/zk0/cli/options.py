@@ -13,8 +13,13 @@ from zk0.paths import ENV_HOME, source_root, state_dir
 
 StateDir = Annotated[
     Path,
-    typer.Option("--state-dir", envvar=ENV_HOME, show_envvar=True, default_factory=state_dir,
-                 help="Where pid, log, checkpoint and history files live (default: $XDG_STATE_HOME/zk0)."),
+    typer.Option(
+        "--state-dir",
+        envvar=ENV_HOME,
+        show_envvar=True,
+        default_factory=state_dir,
+        help="Where pid, log, checkpoint and history files live (default: $XDG_STATE_HOME/zk0).",
+    ),
 ]
 Follow = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until Ctrl-C.")]
 Lines = Annotated[int, typer.Option("--lines", "-n", min=0, help="Lines to show from the end of each log.")]

@@ -18,11 +18,17 @@ app = typer.Typer(help="Run the federation server (SuperLink + session controlle
 def server_start(
     state_dir: StateDir,
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for all interfaces.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Flower's HTTP port (Fleet, Control, Runtime APIs).")] = 8000,
+    port: Annotated[
+        int, typer.Option(min=1, max=65535, help="Flower's HTTP port (Fleet, Control, Runtime APIs).")
+    ] = 8000,
     min_clients: Annotated[int, typer.Option(min=1, help="Clients online before a session starts.")] = 2,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds per session.")] = 3,
-    set_: Annotated[list[str], typer.Option("--set", help="Run setting key=value (repeatable), e.g. --set local-steps=100.")] = [],  # noqa: B006
-    foreground: Annotated[bool, typer.Option(help="Stay attached; stop everything on SIGTERM (systemd, containers).")] = False,
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Run setting key=value (repeatable), e.g. --set local-steps=100.")
+    ] = [],  # noqa: B006
+    foreground: Annotated[
+        bool, typer.Option(help="Stay attached; stop everything on SIGTERM (systemd, containers).")
+    ] = False,
 ) -> None:
     """Start the server; a session starts by itself once MIN_CLIENTS clients are online.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from zk0.errors import DeployError
 
 __all__ = ["DeployError", "ensure_writable"]
@@ -18,4 +17,6 @@ def ensure_writable(directory: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise DeployError(f"state dir {directory} is not writable ({err.strerror}); pass --state-dir or set ZK0_HOME") from None
+        raise DeployError(
+            f"state dir {directory} is not writable ({err.strerror}); pass --state-dir or set ZK0_HOME"
+        ) from None

@@ -47,7 +47,9 @@ def check_dataset(uri: str, *, state_dim: int = 6, action_dim: int = 6) -> Datas
     cameras = check_so100(meta, state_dim=state_dim, action_dim=action_dim)
     warnings = []
     if meta.total_episodes < FEW_EPISODES:
-        warnings.append(f"only {meta.total_episodes} episodes (under {FEW_EPISODES}): this node's updates will be noisy")
+        warnings.append(
+            f"only {meta.total_episodes} episodes (under {FEW_EPISODES}): this node's updates will be noisy"
+        )
     return DatasetReport(meta.total_episodes, meta.total_frames, cameras, warnings)
 
 
@@ -65,7 +67,9 @@ def _reachable(address: str, timeout: float = 3.0) -> None:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except OSError as err:
-        raise DeployError(f"server {address} is unreachable ({err.strerror or err}); is 'zk0bot server start' running there?") from None
+        raise DeployError(
+            f"server {address} is unreachable ({err.strerror or err}); is 'zk0bot server start' running there?"
+        ) from None
 
 
 class Clients:
@@ -97,14 +101,25 @@ class Clients:
     def pid(self, name: str) -> int | None:
         return live_pid(self.pid_file(name))
 
-    def start(self, uri: str, *, server: str, name: str | None = None, camera_map: str = "", device: str = "auto",
-              num_workers: int = 2, report: DatasetReport | None = None) -> ClientInfo:
+    def start(
+        self,
+        uri: str,
+        *,
+        server: str,
+        name: str | None = None,
+        camera_map: str = "",
+        device: str = "auto",
+        num_workers: int = 2,
+        report: DatasetReport | None = None,
+    ) -> ClientInfo:
         """Start a SuperNode for a checked dataset; refuses a name that is already running."""
         name = name or default_name(uri)
         if not _NAME.match(name):
             raise DeployError(f"client name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
         if self.pid(name) is not None:
-            raise DeployError(f"client {name!r} is already running; stop it with 'zk0bot client stop {name}' or pick --name")
+            raise DeployError(
+                f"client {name!r} is already running; stop it with 'zk0bot client stop {name}' or pick --name"
+            )
         _reachable(server)
         report = report or check_dataset(uri)
         ensure_writable(self.dir(name))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,15 +68,13 @@ class Control:
             for r in sorted(runs, key=lambda r: r.pending_at)
         ]
 
-    def start_run(self, app_dir: Path, overrides: Mapping[str, Any]) -> int:
-        """Build the app's FAB from ``app_dir`` and start a run with run-config ``overrides``."""
-        from flwr.cli.build import build_fab_from_disk
+    def start_run(self, fab_bytes: bytes, overrides: Mapping[str, Any]) -> int:
+        """Start a run of the app bundle ``fab_bytes`` (see :func:`build_fab`) with run-config ``overrides``."""
         from flwr.common.config import parse_config_args
         from flwr.common.serde import fab_to_proto, user_config_to_proto
-        from flwr.supercore.fab import Fab
         from flwr.proto.control_pb2 import StartRunRequest  # pylint: disable=E0611
+        from flwr.supercore.fab import Fab
 
-        fab_bytes = build_fab_from_disk(app_dir)
         fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
         args = [" ".join(f"{k}={_toml_value(v)}" for k, v in overrides.items())] if overrides else None
         req = StartRunRequest(fab=fab_to_proto(fab), override_config=user_config_to_proto(parse_config_args(args)))
@@ -82,6 +82,24 @@ class Control:
         if not res.HasField("run_id"):
             raise RuntimeError("the SuperLink did not start the run")
         return res.run_id
+
+
+def build_fab(source: Path) -> bytes:
+    """zk0's Flower app bundle: pyproject.toml and the package's Python files.
+
+    They are staged in a temporary directory first, so Flower does not walk
+    the whole checkout (a virtual environment there costs seconds).
+    """
+    from flwr.cli.build import build_fab_from_disk
+
+    with tempfile.TemporaryDirectory(prefix="zk0-fab-") as tmp:
+        stage = Path(tmp)
+        shutil.copy2(source / "pyproject.toml", stage / "pyproject.toml")
+        for path in (source / "src" / "zk0").rglob("*.py"):
+            target = stage / path.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        return build_fab_from_disk(stage)
 
 
 def _toml_value(value: Any) -> str:

@@ -26,15 +26,15 @@ log = logging.getLogger("zk0.controller")
 class ControlAPI(Protocol):
     def online_nodes(self) -> list[int]: ...
     def runs(self) -> list[RunInfo]: ...
-    def start_run(self, app_dir: Path, overrides: Mapping[str, Any]) -> int: ...
+    def start_run(self, fab_bytes: bytes, overrides: Mapping[str, Any]) -> int: ...
 
 
 class Controller:
     """Decides, one :meth:`step` at a time, whether to start a session."""
 
-    def __init__(self, control: ControlAPI, app_dir: Path, overrides: Mapping[str, Any], min_clients: int) -> None:
+    def __init__(self, control: ControlAPI, fab: bytes, overrides: Mapping[str, Any], min_clients: int) -> None:
         self.control = control
-        self.app_dir = app_dir
+        self.fab = fab  # the app bundle, built once
         self.overrides = dict(overrides)
         self.min_clients = min_clients
         self.current: int | None = None  # the session this controller started and has not seen end
@@ -59,7 +59,7 @@ class Controller:
         online = self.control.online_nodes()
         if len(online) < self.min_clients:
             return self._say(f"idle: {len(online)} of {self.min_clients} clients online")
-        run_id = self.control.start_run(self.app_dir, self.overrides)
+        run_id = self.control.start_run(self.fab, self.overrides)
         self.current = run_id
         return self._say(f"started session {run_id} with {len(online)} clients online")
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
 
-    from zk0.deploy.control import Control
+    from zk0.deploy.control import Control, build_fab
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     control = Control(args.address, root_certificates=args.root_certificates)
     log.info("controller watching %s: a session starts when %d clients are online", args.address, args.min_clients)
     try:
-        Controller(control, args.app_dir, json.loads(args.overrides), args.min_clients).run(stop, args.poll)
+        fab = build_fab(args.app_dir)
+        Controller(control, fab, json.loads(args.overrides), args.min_clients).run(stop, args.poll)
     finally:
         control.close()
         log.info("controller stopped")

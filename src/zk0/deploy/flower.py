@@ -21,6 +21,7 @@ def executable(name: str) -> str:
 
 def node_config(values: Mapping[str, str | int | float]) -> str:
     """Render ``--node-config``: strings quoted, numbers bare."""
+
     def render(v: str | int | float) -> str:
         if isinstance(v, str):
             if "'" in v:
@@ -33,15 +34,30 @@ def node_config(values: Mapping[str, str | int | float]) -> str:
 
 def superlink(*, host: str, port: int, database: Path, insecure: bool = True) -> list[str]:
     """A SuperLink that runs the ServerApp in the zk0 environment (no per-run ``uv sync``)."""
-    cmd = [executable("flower-superlink"), "--host", host, "--port", str(port), "--database", str(database),
-           "--disable-runtime-dependency-installation"]
+    cmd = [
+        executable("flower-superlink"),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--database",
+        str(database),
+        "--disable-runtime-dependency-installation",
+    ]
     return cmd + (["--insecure"] if insecure else [])
 
 
-def supernode(*, superlink_address: str, port: int, settings: Mapping[str, str | int | float],
-              insecure: bool = True) -> list[str]:
+def supernode(
+    *, superlink_address: str, port: int, settings: Mapping[str, str | int | float], insecure: bool = True
+) -> list[str]:
     """A SuperNode with its own port and node settings (dataset-uri, camera-map, ...)."""
-    cmd = [executable("flower-supernode"), "--superlink", superlink_address, "--port", str(port),
-           "--node-config", node_config(settings)]
+    cmd = [
+        executable("flower-supernode"),
+        "--superlink",
+        superlink_address,
+        "--port",
+        str(port),
+        "--node-config",
+        node_config(settings),
+    ]
     return cmd + (["--insecure"] if insecure else [])
-

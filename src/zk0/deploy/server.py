@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from zk0.deploy import DeployError, ensure_writable, flower
-from zk0.errors import RuntimeFailure
 from zk0.deploy.process import live_pid, port_free, spawn, stop_tree, wait_for_port, write_pid
+from zk0.errors import RuntimeFailure
 from zk0.paths import ENV_HOME, source_root
 
 
@@ -37,8 +37,12 @@ class ServerSettings:
 def process_env(state: Path, flwr_home: Path) -> dict[str, str]:
     """Environment of every process zk0 starts: its state dir, Flower's home, Flower's executables on PATH."""
     bin_dir = str(Path(flower.executable("flwr")).parent)
-    return {**os.environ, ENV_HOME: str(state), "FLWR_HOME": str(flwr_home),
-            "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    return {
+        **os.environ,
+        ENV_HOME: str(state),
+        "FLWR_HOME": str(flwr_home),
+        "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
+    }
 
 
 class Server:
@@ -75,22 +79,41 @@ class Server:
         """Start the SuperLink and the controller in the background; refuse a second start."""
         ensure_writable(self.state)
         if any(self.running().values()):
-            raise DeployError(f"the server is already running (state dir {self.state}); stop it with 'zk0bot server stop'")
+            raise DeployError(
+                f"the server is already running (state dir {self.state}); stop it with 'zk0bot server stop'"
+            )
         if not port_free(settings.host, settings.port):
             raise DeployError(f"port {settings.port} on {settings.host} is in use; pick another with --port")
         env = process_env(self.state, self.state / "flwr")
         (self.state / "flwr").mkdir(parents=True, exist_ok=True)
-        link = spawn(flower.superlink(host=settings.host, port=settings.port, database=self.dir / "superlink.db"),
-                     self.superlink_log, env)
+        link = spawn(
+            flower.superlink(host=settings.host, port=settings.port, database=self.dir / "superlink.db"),
+            self.superlink_log,
+            env,
+        )
         write_pid(self.superlink_pid, link.pid)
         try:
             try:
                 wait_for_port(settings.host, settings.port, timeout=60, proc=link)
             except (RuntimeError, TimeoutError) as err:
                 raise RuntimeFailure(f"the SuperLink did not start ({err}); see {self.superlink_log}") from None
-            ctl = spawn([sys.executable, "-m", "zk0.deploy.controller", "--address", settings.address,
-                         "--app-dir", str(source_root()), "--min-clients", str(settings.min_clients),
-                         "--overrides", json.dumps(settings.overrides)], self.controller_log, env)
+            ctl = spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "zk0.deploy.controller",
+                    "--address",
+                    settings.address,
+                    "--app-dir",
+                    str(source_root()),
+                    "--min-clients",
+                    str(settings.min_clients),
+                    "--overrides",
+                    json.dumps(settings.overrides),
+                ],
+                self.controller_log,
+                env,
+            )
             write_pid(self.controller_pid, ctl.pid)
         except BaseException:
             self.stop()
@@ -111,4 +134,3 @@ class Server:
         """Block while both processes run (``--foreground``)."""
         while all(self.running().values()):
             time.sleep(1.0)
-

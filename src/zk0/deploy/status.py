@@ -19,9 +19,13 @@ def gather(state: Path) -> dict[str, Any]:
     up = pids["superlink"] is not None
     out: dict[str, Any] = {
         "state-dir": str(state),
-        "server": {"up": up, "address": settings.address if settings and up else None,
-                   "superlink-pid": pids["superlink"], "controller-pid": pids["controller"],
-                   "min-clients": settings.min_clients if settings else None},
+        "server": {
+            "up": up,
+            "address": settings.address if settings and up else None,
+            "superlink-pid": pids["superlink"],
+            "controller-pid": pids["controller"],
+            "min-clients": settings.min_clients if settings else None,
+        },
         "online-nodes": None,
         "session": None,
         "clients": [],
@@ -40,19 +44,27 @@ def gather(state: Path) -> dict[str, Any]:
             run = runs[-1]
             lines = [h for h in history if h.get("run-id") == run.run_id]
             out["session"] = {
-                "run-id": run.run_id, "status": run.status, "sub-status": run.sub_status,
+                "run-id": run.run_id,
+                "status": run.status,
+                "sub-status": run.sub_status,
                 "round": lines[-1]["round"] if lines else 0,
                 "rounds": settings.overrides.get("num-server-rounds"),
-                "bytes-sent": run.bytes_sent, "bytes-received": run.bytes_recv,
+                "bytes-sent": run.bytes_sent,
+                "bytes-received": run.bytes_recv,
             }
     if history:
         last = history[-1]
-        out["last-round"] = {"round": last["round"], "run-id": last.get("run-id"),
-                             "train": last.get("train"), "evaluate": last.get("evaluate")}
+        out["last-round"] = {
+            "round": last["round"],
+            "run-id": last.get("run-id"),
+            "train": last.get("train"),
+            "evaluate": last.get("evaluate"),
+        }
     clients = Clients(state)
     for name in clients.names():
         info = clients.info(name)
         pid = clients.pid(name)
-        out["clients"].append({"name": name, "dataset-uri": info.dataset_uri, "server": info.server,
-                               "pid": pid, "up": pid is not None})
+        out["clients"].append(
+            {"name": name, "dataset-uri": info.dataset_uri, "server": info.server, "pid": pid, "up": pid is not None}
+        )
     return out
