@@ -3,12 +3,14 @@
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import TINY
@@ -232,3 +234,25 @@ def test_server_log_shows_the_last_lines_of_each_log(tmp_path, capsys):
 
     assert code in (0, None)
     assert "link 8\nlink 9\n" in out and "link 7" not in out and "ctl 1\nctl 2\n" in out
+
+
+@pytest.mark.slow
+def test_foreground_server_stops_everything_on_sigterm(tmp_path):
+    state = tmp_path / "state"
+    port = free_port()
+    proc = subprocess.Popen(
+        [ZK0BOT, "server", "start", "--foreground", "--port", str(port), "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: status(state)["server"]["controller-pid"], 120, "the foreground server")
+        pids = status(state)["server"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert not any(psutil.pid_exists(pids[k]) for k in ("superlink-pid", "controller-pid"))
+    leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False)
+    assert leftover.stdout.strip() == ""

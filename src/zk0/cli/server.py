@@ -10,6 +10,7 @@ import typer
 from zk0.cli.logs import show
 from zk0.cli.options import Follow, Lines, StateDir, parse_settings, validated_run_config
 from zk0.deploy.server import Server, ServerSettings
+from zk0.errors import RuntimeFailure
 
 app = typer.Typer(help="Run the federation server (SuperLink + session controller).", no_args_is_help=True)
 
@@ -46,9 +47,12 @@ def server_start(
         try:
             server.wait()
         except KeyboardInterrupt:
-            pass
+            return  # asked to stop: the finally clause stops everything
         finally:
             server.stop()
+        raise RuntimeFailure(
+            f"a server process exited on its own; see {server.superlink_log} and {server.controller_log}"
+        )
 
 
 def _interrupt(*_: object) -> None:
