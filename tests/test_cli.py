@@ -15,6 +15,7 @@ import pytest
 
 from conftest import TINY
 from odd_datasets import CAM, IMAGE, vector, write_dataset
+from zk0 import checkpoints
 from zk0.cli import main
 from zk0.deploy.process import free_port
 
@@ -193,6 +194,11 @@ def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
         log = (state / "superlink" / "controller.log").read_text()
         assert f"started session {first}" in log and f"session {first} finished: completed" in log
         assert f"started session {second}" in log
+        # The next session continues from the first one's checkpoint: its first round is round 2.
+        resumed = wait_for(
+            lambda: [h for h in checkpoints.read_history(state / "server") if h["run-id"] == second], 300, "a round"
+        )
+        assert resumed[0]["round"] == 2
     finally:
         zk0bot("client", "stop", "--all", state=state)
         zk0bot("server", "stop", state=state)

@@ -22,6 +22,13 @@ def task_identity():
     TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
+class TwoNodeGrid:
+    """The one Grid call sampling makes: which nodes are online."""
+
+    def get_node_ids(self):
+        return [5, 6]
+
+
 GLOBAL = {"a.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b.bias": torch.tensor([0.5, -0.5, 1.0])}
 
 
@@ -113,13 +120,22 @@ def test_history_line_records_clients_names_digest_and_bytes(strategy, tmp_path)
 
 
 def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
-    class TwoNodeGrid:
-        def get_node_ids(self):
-            return [5, 6]
-
     messages = list(strategy.configure_train(2, to_arrays(GLOBAL, "float32"), ConfigRecord(), TwoNodeGrid()))
 
     assert sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
     content = messages[0].content
     assert {a.dtype for a in content["arrays"].values()} == {"bfloat16"}
     assert dict(content["config"]) == {"proximal-mu": 0.01, "learning-rate": 1e-4, "server-round": 2}
+
+
+def test_rounds_continue_from_earlier_sessions(tiny_run_config, tmp_path):
+    cfg = RunConfig.from_run_config(tiny_run_config | {"num-server-rounds": 3})
+    s = Zk0Strategy(cfg, tmp_path, run_id=9, rounds_done=4, target=6)
+
+    messages = list(s.configure_train(1, to_arrays(GLOBAL, "float32"), ConfigRecord(), TwoNodeGrid()))
+    s.aggregate_train(1, [reply(5, GLOBAL, 4)])
+    s.aggregate_evaluate(1, [])
+
+    assert messages[0].content["config"]["server-round"] == 5
+    assert checkpoints.read_history(tmp_path)[-1]["round"] == 5
+    assert checkpoints.load_global(tmp_path)[1] == {"round": "5", "target": "6", "run-id": "9"}

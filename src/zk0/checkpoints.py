@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zk0.errors import PolicyError
+
 if TYPE_CHECKING:
     import torch
 
@@ -75,3 +77,35 @@ def read_history(directory: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def resume(
+    directory: Path, fresh: Mapping[str, torch.Tensor], num_rounds: int
+) -> tuple[Mapping[str, torch.Tensor], int, int]:
+    """The global parameters a new session starts from, rounds done, and the round to reach.
+
+    Without a checkpoint that is ``fresh`` from round 0; with one, the saved
+    parameters, which must have the names and shapes of ``fresh``.
+    """
+    if not (directory / GLOBAL_FILE).exists():
+        return fresh, 0, num_rounds
+    tensors, metadata = load_global(directory)
+    if {k: tuple(v.shape) for k, v in tensors.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
+        raise PolicyError(
+            f"the checkpoint in {directory} does not fit this model's trainable parameters; "
+            "use a new --state-dir for a new model, or move the old checkpoint away"
+        )
+    return (tensors, *plan_session(metadata, num_rounds))
+
+
+def plan_session(metadata: Mapping[str, str] | None, num_rounds: int) -> tuple[int, int]:
+    """(rounds already done, round to reach) for a new session.
+
+    A session that stopped before its target (a crash, a stop) is finished
+    first; otherwise the new session adds ``num_rounds`` rounds to what the
+    federation has trained so far. Rounds are counted across sessions.
+    """
+    if not metadata:
+        return 0, num_rounds
+    done, target = int(metadata["round"]), int(metadata.get("target", metadata["round"]))
+    return (done, target) if done < target else (done, done + num_rounds)

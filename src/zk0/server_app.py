@@ -7,6 +7,7 @@ import logging
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from zk0 import checkpoints
 from zk0.config import RunConfig
 from zk0.logs import use_flower_handlers
 from zk0.paths import server_dir
@@ -24,13 +25,19 @@ def main(grid: Grid, context: Context) -> None:
     cfg = RunConfig.from_run_config(context.run_config)
     policy = build_policy(cfg)
     log.info("global model %s (%s); only trainable parameters travel", cfg.model, describe(policy))
-    initial = to_arrays(trainable_state(policy), "float32")
+    out_dir = server_dir()
+    state, done, target = checkpoints.resume(out_dir, trainable_state(policy), cfg.num_server_rounds)
+    if done:
+        log.info(
+            "resuming from the round-%d checkpoint in %s; this session trains up to round %d", done, out_dir, target
+        )
+    initial = to_arrays(state, "float32")
     del policy
-    strategy = Zk0Strategy(cfg, server_dir(), run_id=context.run_id)
+    strategy = Zk0Strategy(cfg, out_dir, run_id=context.run_id, rounds_done=done, target=target)
     strategy.start(
         grid=grid,
         initial_arrays=initial,
-        num_rounds=cfg.num_server_rounds,
+        num_rounds=target - done,
         train_config=ConfigRecord(),
         evaluate_config=ConfigRecord(),
     )

@@ -58,9 +58,15 @@ class Zk0Strategy(FedAvg):
         Where the global checkpoint and ``history.jsonl`` are written.
     run_id : int (default: 0)
         Flower run id, recorded in the history.
+    rounds_done : int (default: 0)
+        Rounds trained in earlier sessions; this session's round k is round
+        ``rounds_done + k`` in checkpoints, history and the clients' config.
+    target : int (default: 0)
+        The round this session trains up to, kept in the checkpoint so a
+        session cut short can be finished (0: rounds_done + num-server-rounds).
     """
 
-    def __init__(self, cfg: RunConfig, out_dir: Path, run_id: int = 0) -> None:
+    def __init__(self, cfg: RunConfig, out_dir: Path, run_id: int = 0, rounds_done: int = 0, target: int = 0) -> None:
         super().__init__(
             fraction_train=cfg.fraction_train,
             fraction_evaluate=cfg.fraction_evaluate,
@@ -72,6 +78,8 @@ class Zk0Strategy(FedAvg):
         self.cfg = cfg
         self.out_dir = out_dir
         self.run_id = run_id
+        self.rounds_done = rounds_done
+        self.target = target or rounds_done + cfg.num_server_rounds
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._round: dict[str, Any] = {}
 
@@ -94,13 +102,13 @@ class Zk0Strategy(FedAvg):
     ) -> Iterable[Message]:
         config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
-        self._round = {"round": server_round, "started": time.time()}
-        return super().configure_train(server_round, self._encode(arrays), config, grid)
+        self._round = {"round": self.rounds_done + server_round, "started": time.time()}
+        return super().configure_train(self.rounds_done + server_round, self._encode(arrays), config, grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return super().configure_evaluate(server_round, self._encode(arrays), config, grid)
+        return super().configure_evaluate(self.rounds_done + server_round, self._encode(arrays), config, grid)
 
     def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
         """Decode one reply and check it against the global model; raises ValueError on a bad update."""
@@ -128,18 +136,19 @@ class Zk0Strategy(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rnd = self._round["round"]  # counted across sessions
         accepted: list[tuple[dict[str, torch.Tensor], float]] = []
         contents, clients, rejected = [], [], 0
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
-                log.warning("round %d: node %d failed: %s", server_round, node, msg.error.reason)
+                log.warning("round %d: node %d failed: %s", rnd, node, msg.error.reason)
                 rejected += 1
                 continue
             try:
                 tensors, weight = self._check(msg)
             except ValueError as err:
-                log.warning("round %d: rejected update from node %d: %s", server_round, node, err)
+                log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
                 rejected += 1
                 continue
             accepted.append((tensors, weight))
@@ -156,15 +165,17 @@ class Zk0Strategy(FedAvg):
             )
         self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
         if not accepted:
-            log.warning("round %d: no valid update; the global model stays as it was", server_round)
+            log.warning("round %d: no valid update; the global model stays as it was", rnd)
             return None, None
         glob = weighted_mean(accepted)
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
-        checkpoints.save_global(self.out_dir, glob, {"round": server_round, "run-id": self.run_id})
+        checkpoints.save_global(
+            self.out_dir, glob, {"round": rnd, "target": self.target, "run-id": self.run_id}
+        )
         log.info(
             "round %d: aggregated %d updates (%d rejected): %s",
-            server_round,
+            rnd,
             len(accepted),
             rejected,
             {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
