@@ -2,10 +2,11 @@
 
 import pytest
 import torch
-from flwr.app import ConfigRecord, Context, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 
 from zk0.client_app import fit, score
 from zk0.config import RunConfig
+from zk0.integrity import IntegrityError, digest
 from zk0.policy import build_policy, from_arrays, to_arrays, trainable_state
 from zk0.task import resolve_device
 
@@ -20,14 +21,20 @@ def initial(tiny_run_config):
     return trainable_state(build_policy(RunConfig.from_run_config(tiny_run_config)))
 
 
-def round_config(mu: float = 0.0) -> ConfigRecord:
-    return ConfigRecord({"server-round": 1, "learning-rate": 1e-3, "proximal-mu": mu})
+def round_config(arrays: ArrayRecord, mu: float = 0.0) -> ConfigRecord:
+    """What the strategy sends along: round settings and the digest of the arrays."""
+    return ConfigRecord({"server-round": 1, "learning-rate": 1e-3, "proximal-mu": mu, "arrays-digest": digest(arrays)})
+
+
+def sent(tensors) -> tuple[ArrayRecord, ConfigRecord]:
+    arrays = to_arrays(tensors, "float32")
+    return arrays, round_config(arrays)
 
 
 def test_fit_returns_exactly_the_trainable_parameters_in_the_wire_dtype(tiny_run_config, kit, initial):
     run_config = tiny_run_config | {"wire-dtype": "bfloat16"}
 
-    arrays, metrics = fit(to_arrays(initial, "float32"), round_config(), context(run_config, kit.datasets[1]))
+    arrays, metrics = fit(*sent(initial), context(run_config, kit.datasets[1]))
 
     assert list(arrays) == list(initial)
     assert {a.dtype for a in arrays.values()} == {"bfloat16"}
@@ -43,7 +50,8 @@ def test_proximal_term_keeps_the_update_closer_to_the_global_model(tiny_run_conf
     ctx = context(run_config, kit.datasets[0])
 
     def drift(mu: float) -> float:
-        arrays, _ = fit(to_arrays(initial, "float32"), round_config(mu), ctx)
+        arrays = to_arrays(initial, "float32")
+        arrays, _ = fit(arrays, round_config(arrays, mu), ctx)
         trained = from_arrays(arrays)
         return sum((trained[k] - initial[k]).pow(2).sum().item() for k in initial)
 
@@ -53,9 +61,9 @@ def test_proximal_term_keeps_the_update_closer_to_the_global_model(tiny_run_conf
 def test_evaluation_is_seeded_and_depends_on_the_weights(tiny_run_config, kit, initial):
     ctx = context(tiny_run_config, kit.datasets[0])
 
-    first = dict(score(to_arrays(initial, "float32"), ctx))
-    again = dict(score(to_arrays(initial, "float32"), ctx))
-    other = dict(score(to_arrays({k: v * 1.5 for k, v in initial.items()}, "float32"), ctx))
+    first = dict(score(*sent(initial), ctx))
+    again = dict(score(*sent(initial), ctx))
+    other = dict(score(*sent({k: v * 1.5 for k, v in initial.items()}), ctx))
 
     assert first == again
     assert first["eval-loss"] > 0 and first["action-mse"] > 0 and first["num-examples"] > 0
@@ -65,9 +73,18 @@ def test_evaluation_is_seeded_and_depends_on_the_weights(tiny_run_config, kit, i
 def test_camera_map_from_the_node_config_is_applied(tiny_run_config, kit, initial):
     ctx = context(tiny_run_config, kit.datasets[1], **{"camera-map": "phone=camera3"})
 
-    metrics = dict(score(to_arrays(initial, "float32"), ctx))
+    metrics = dict(score(*sent(initial), ctx))
 
     assert metrics["num-examples"] > 0
+
+
+def test_parameters_that_do_not_match_the_servers_digest_are_refused(tiny_run_config, kit, initial):
+    arrays, config = sent(initial)
+    name = next(iter(arrays))
+    arrays[name] = to_arrays({name: initial[name] + 1}, "float32")[name]  # altered in transit
+
+    with pytest.raises(IntegrityError, match="do not match the server's digest"):
+        fit(arrays, config, context(tiny_run_config, kit.datasets[0]))
 
 
 def test_auto_device_is_cpu_here_and_cuda_without_a_gpu_is_an_error():

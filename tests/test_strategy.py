@@ -9,6 +9,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from zk0 import checkpoints
 from zk0.config import RunConfig
+from zk0.integrity import digest
 from zk0.policy import from_arrays, to_arrays
 from zk0.strategy import Zk0Strategy, names_digest, weighted_mean
 
@@ -32,12 +33,15 @@ class TwoNodeGrid:
 GLOBAL = {"a.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b.bias": torch.tensor([0.5, -0.5, 1.0])}
 
 
-def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", **metrics) -> Message:
+def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", claim: str | None = None) -> Message:
+    """A client's train reply as zk0's ClientApp makes it; ``claim`` overrides the digest it reports."""
     ins = Message(content=RecordDict(), dst_node_id=node, message_type="train")
+    arrays = to_arrays(tensors, wire)
     content = RecordDict(
         {
-            "arrays": to_arrays(tensors, wire),
-            "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 1.0, **metrics}),
+            "arrays": arrays,
+            "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 1.0}),
+            "integrity": ConfigRecord({"arrays-digest": claim or digest(arrays)}),
         }
     )
     return Message(content=content, reply_to=ins)
@@ -47,7 +51,7 @@ def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", **
 def strategy(tiny_run_config, tmp_path):
     cfg = RunConfig.from_run_config(tiny_run_config | {"wire-dtype": "bfloat16", "proximal-mu": 0.01})
     s = Zk0Strategy(cfg, tmp_path, run_id=42)
-    s._encode(to_arrays(GLOBAL, "float32"))  # what configure_train does with the global model
+    s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())  # what configure_train does with the global model
     s._round = {"round": 1}
     return s
 
@@ -125,7 +129,12 @@ def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
     assert sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
     content = messages[0].content
     assert {a.dtype for a in content["arrays"].values()} == {"bfloat16"}
-    assert dict(content["config"]) == {"proximal-mu": 0.01, "learning-rate": 1e-4, "server-round": 2}
+    assert dict(content["config"]) == {
+        "proximal-mu": 0.01,
+        "learning-rate": 1e-4,
+        "server-round": 2,
+        "arrays-digest": digest(content["arrays"]),
+    }
 
 
 def test_rounds_continue_from_earlier_sessions(tiny_run_config, tmp_path):
@@ -139,3 +148,27 @@ def test_rounds_continue_from_earlier_sessions(tiny_run_config, tmp_path):
     assert messages[0].content["config"]["server-round"] == 5
     assert checkpoints.read_history(tmp_path)[-1]["round"] == 5
     assert checkpoints.load_global(tmp_path)[1] == {"round": "5", "target": "6", "run-id": "9"}
+
+
+def test_a_reply_whose_digest_does_not_match_its_arrays_is_rejected(strategy, caplog):
+    good = {k: v + 1.0 for k, v in GLOBAL.items()}
+    forged = reply(9, {k: v * 100 for k, v in GLOBAL.items()}, 1000, claim=digest(to_arrays(good, "float32")))
+
+    arrays, _ = strategy.aggregate_train(1, [reply(7, good, 5), forged])
+
+    assert all(torch.equal(from_arrays(arrays)[k], good[k]) for k in GLOBAL)
+    assert "rejected update from node 9: digest mismatch" in caplog.text
+
+
+def test_updates_beyond_max_update_norm_are_rejected(tiny_run_config, tmp_path, caplog):
+    cfg = RunConfig.from_run_config(tiny_run_config | {"max-update-norm": 1.0})
+    s = Zk0Strategy(cfg, tmp_path)
+    s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
+    s._round = {"round": 1}
+    near = {k: v + 0.1 for k, v in GLOBAL.items()}  # norm sqrt(7) * 0.1 = 0.26
+    far = {k: v + 10.0 for k, v in GLOBAL.items()}  # norm sqrt(7) * 10 = 26.5
+
+    arrays, _ = s.aggregate_train(1, [reply(7, near, 5), reply(8, far, 5)])
+
+    assert all(torch.allclose(from_arrays(arrays)[k], near[k]) for k in GLOBAL)
+    assert "update norm 26.46 exceeds max-update-norm 1" in caplog.text

@@ -17,6 +17,7 @@ from flwr.clientapp import ClientApp
 from zk0 import config as keys
 from zk0.config import NodeConfig, RunConfig
 from zk0.datasets import DatasetSource, camera_map, check_so100, normalisation_stats, rename_cameras, split_episodes
+from zk0.integrity import IntegrityError, digest
 from zk0.logs import use_flower_handlers
 from zk0.policy import build_policy, from_arrays, load_trainable, to_arrays, trainable_state
 from zk0.task import Prepare, evaluate, make_loader, metrics, resolve_device, train
@@ -45,8 +46,10 @@ class _Node:
     device: torch.device
 
 
-def _setup(arrays: ArrayRecord, context: Context, *, held_out: bool) -> _Node:
+def _setup(arrays: ArrayRecord, round_config: ConfigRecord, context: Context, *, held_out: bool) -> _Node:
     use_flower_handlers()
+    if round_config.get(keys.ARRAYS_DIGEST) != digest(arrays):
+        raise IntegrityError("the received global parameters do not match the server's digest; refusing them")
     cfg = RunConfig.from_run_config(context.run_config)
     node = NodeConfig.from_node_config(context.node_config)
     source = DatasetSource.parse(node.dataset_uri)
@@ -78,7 +81,7 @@ def _open_loader(n: _Node, *, shuffle: bool, seed: int) -> DataLoader:
 
 def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tuple[ArrayRecord, MetricRecord]:
     """Fine-tune the received global parameters on this node's training episodes."""
-    n = _setup(arrays, context, held_out=False)
+    n = _setup(arrays, round_config, context, held_out=False)
     server_round = int(round_config[keys.SERVER_ROUND])
     n.policy.config.optimizer_lr = float(round_config[keys.LEARNING_RATE])
     loader = _open_loader(n, shuffle=True, seed=n.cfg.seed + server_round)
@@ -101,9 +104,9 @@ def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tu
     return to_arrays(trainable_state(n.policy), n.cfg.wire_dtype), MetricRecord(dict(metrics(result)))
 
 
-def score(arrays: ArrayRecord, context: Context) -> MetricRecord:
+def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> MetricRecord:
     """Evaluate the received global parameters on this node's held-out episodes."""
-    n = _setup(arrays, context, held_out=True)
+    n = _setup(arrays, round_config, context, held_out=True)
     if not n.episodes:
         raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
     result = evaluate(
@@ -121,9 +124,12 @@ def score(arrays: ArrayRecord, context: Context) -> MetricRecord:
 @app.train()
 def train_handler(msg: Message, context: Context) -> Message:
     arrays, metric_record = fit(msg.content["arrays"], msg.content["config"], context)
-    return Message(content=RecordDict({"arrays": arrays, "metrics": metric_record}), reply_to=msg)
+    integrity = ConfigRecord({keys.ARRAYS_DIGEST: digest(arrays)})
+    content = RecordDict({"arrays": arrays, "metrics": metric_record, keys.INTEGRITY: integrity})
+    return Message(content=content, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate_handler(msg: Message, context: Context) -> Message:
-    return Message(content=RecordDict({"metrics": score(msg.content["arrays"], context)}), reply_to=msg)
+    metric_record = score(msg.content["arrays"], msg.content["config"], context)
+    return Message(content=RecordDict({"metrics": metric_record}), reply_to=msg)

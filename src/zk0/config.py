@@ -22,6 +22,10 @@ Device = Literal["auto", "cpu", "cuda"]
 SERVER_ROUND = "server-round"
 LEARNING_RATE = "learning-rate"
 PROXIMAL_MU = "proximal-mu"
+# Digest of the arrays in a message (see zk0.integrity): in the server's config, and in
+# the client's reply under the config record INTEGRITY.
+ARRAYS_DIGEST = "arrays-digest"
+INTEGRITY = "integrity"
 
 # Metric keys in the replies.
 NUM_EXAMPLES = "num-examples"
@@ -108,6 +112,8 @@ class RunConfig:
     learning_rate: float
     # FedProx proximal term weight; 0 is plain FedAvg.
     proximal_mu: float
+    # Updates whose L2 distance from the global model exceeds this are rejected; 0 is off.
+    max_update_norm: float
     # --- evaluation ---------------------------------------------------------
     # Share of each node's episodes held out for evaluation.
     eval_fraction: float
@@ -139,6 +145,7 @@ class RunConfig:
         _check_range("fraction-evaluate", self.fraction_evaluate, low=0.0, high=1.0)
         _check_range("learning-rate", self.learning_rate, low=0.0, low_open=True)
         _check_range("proximal-mu", self.proximal_mu, low=0.0)
+        _check_range("max-update-norm", self.max_update_norm, low=0.0)
         _check_range("eval-fraction", self.eval_fraction, low=0.0, high=0.9)
         _check_range("eval-batches", self.eval_batches, low=0)
         _check_choice("wire-dtype", self.wire_dtype, get_args(WireDtype))

@@ -2,7 +2,7 @@
 
 It extends Flower's FedAvg by its hooks: the global model is kept in float32
 and encoded in the wire dtype once per round; each reply is decoded and
-checked (names, shapes, finite values) before it is averaged; the new global
+checked (digest, names, shapes, finite values, update norm) before it is averaged; the new global
 model is checkpointed and one history line is written per round.
 """
 
@@ -24,6 +24,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from zk0 import checkpoints
 from zk0 import config as keys
 from zk0.config import RunConfig
+from zk0.integrity import digest, update_norm
 from zk0.policy import PolicyError, from_arrays, to_arrays
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Zk0Strategy(FedAvg):
         self.run_id = run_id
         self.rounds_done = rounds_done
         self.target = target or rounds_done + cfg.num_server_rounds
+        self._global: dict[str, torch.Tensor] = {}  # the float32 global model this round started from
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._round: dict[str, Any] = {}
 
@@ -92,10 +94,13 @@ class Zk0Strategy(FedAvg):
         )
         super().summary()
 
-    def _encode(self, arrays: ArrayRecord) -> ArrayRecord:
-        tensors = from_arrays(arrays)
-        self._shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-        return to_arrays(tensors, self.cfg.wire_dtype)
+    def _encode(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
+        """The global model in the wire dtype; its digest goes into ``config`` for the clients to verify."""
+        self._global = from_arrays(arrays)
+        self._shapes = {name: tuple(t.shape) for name, t in self._global.items()}
+        encoded = to_arrays(self._global, self.cfg.wire_dtype)
+        config[keys.ARRAYS_DIGEST] = digest(encoded)
+        return encoded
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -103,12 +108,12 @@ class Zk0Strategy(FedAvg):
         config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
         self._round = {"round": self.rounds_done + server_round, "started": time.time()}
-        return super().configure_train(self.rounds_done + server_round, self._encode(arrays), config, grid)
+        return super().configure_train(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return super().configure_evaluate(self.rounds_done + server_round, self._encode(arrays), config, grid)
+        return super().configure_evaluate(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
 
     def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
         """Decode one reply and check it against the global model; raises ValueError on a bad update."""
@@ -119,6 +124,10 @@ class Zk0Strategy(FedAvg):
         weight = metric_records[0].get(keys.NUM_EXAMPLES)
         if not isinstance(weight, int | float) or weight <= 0:
             raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
+        integrity = msg.content.config_records.get(keys.INTEGRITY)
+        claimed = integrity.get(keys.ARRAYS_DIGEST) if integrity is not None else None
+        if claimed != digest(records[0]):
+            raise ValueError(f"digest mismatch: the reply claims {claimed!r}, its arrays hash differently")
         try:
             tensors = from_arrays(records[0])
         except PolicyError as err:
@@ -131,6 +140,10 @@ class Zk0Strategy(FedAvg):
                 raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {self._shapes[name]}")
             if not torch.isfinite(value).all():
                 raise ValueError(f"{name}: non-finite values")
+        if self.cfg.max_update_norm > 0:
+            norm = update_norm(tensors, self._global)
+            if norm > self.cfg.max_update_norm:
+                raise ValueError(f"update norm {norm:.4g} exceeds max-update-norm {self.cfg.max_update_norm:g}")
         return tensors, float(weight)
 
     def aggregate_train(
@@ -170,9 +183,7 @@ class Zk0Strategy(FedAvg):
         glob = weighted_mean(accepted)
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
-        checkpoints.save_global(
-            self.out_dir, glob, {"round": rnd, "target": self.target, "run-id": self.run_id}
-        )
+        checkpoints.save_global(self.out_dir, glob, {"round": rnd, "target": self.target, "run-id": self.run_id})
         log.info(
             "round %d: aggregated %d updates (%d rejected): %s",
             rnd,
