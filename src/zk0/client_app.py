@@ -57,6 +57,8 @@ def _setup(arrays: ArrayRecord, round_config: ConfigRecord, context: Context, *,
     cameras = check_so100(meta, state_dim=cfg.state_dim, action_dim=cfg.action_dim)
     mapping = camera_map(cameras, cfg.camera_features, node.camera_map)
     train_eps, eval_eps = split_episodes(meta.total_episodes, cfg.eval_fraction, cfg.seed)
+    if held_out and not eval_eps:
+        raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
     device = resolve_device(node.device)
     policy = build_policy(cfg, str(device))
     load_trainable(policy, from_arrays(arrays))
@@ -107,8 +109,6 @@ def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tu
 def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> MetricRecord:
     """Evaluate the received global parameters on this node's held-out episodes."""
     n = _setup(arrays, round_config, context, held_out=True)
-    if not n.episodes:
-        raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
     result = evaluate(
         n.policy,
         _open_loader(n, shuffle=False, seed=n.cfg.seed),
