@@ -147,7 +147,10 @@ def test_rounds_continue_from_earlier_sessions(tiny_run_config, tmp_path):
 
     assert messages[0].content["config"]["server-round"] == 5
     assert checkpoints.read_history(tmp_path)[-1]["round"] == 5
-    assert checkpoints.load_global(tmp_path)[1] == {"round": "5", "target": "6", "run-id": "9"}
+    meta = checkpoints.load_global(tmp_path)[1]
+    assert {k: meta[k] for k in ("round", "target", "run-id")} == {"round": "5", "target": "6", "run-id": "9"}
+    # The run settings travel with the checkpoint, so it can be exported without the server's config.
+    assert RunConfig.from_run_config(json.loads(meta["run-config"])) == cfg
 
 
 def test_a_reply_whose_digest_does_not_match_its_arrays_is_rejected(strategy, caplog):

@@ -157,6 +157,10 @@ class RunConfig:
         """Build from Flower's ``context.run_config`` (all keys required)."""
         return cls(**_load(cls, run_config, partial=False))
 
+    def to_run_config(self) -> dict[str, Any]:
+        """The kebab-case mapping :meth:`from_run_config` reads (saved with checkpoints)."""
+        return {_key(f.name): getattr(self, f.name) for f in fields(self)}
+
     @property
     def camera_features(self) -> tuple[str, ...]:
         """The global model's image feature keys, in order."""

@@ -9,6 +9,7 @@ model is checkpointed and one history line is written per round.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -183,7 +184,16 @@ class Zk0Strategy(FedAvg):
         glob = weighted_mean(accepted)
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
-        checkpoints.save_global(self.out_dir, glob, {"round": rnd, "target": self.target, "run-id": self.run_id})
+        checkpoints.save_global(
+            self.out_dir,
+            glob,
+            {
+                "round": rnd,
+                "target": self.target,
+                "run-id": self.run_id,
+                "run-config": json.dumps(self.cfg.to_run_config(), sort_keys=True),
+            },
+        )
         log.info(
             "round %d: aggregated %d updates (%d rejected): %s",
             rnd,
