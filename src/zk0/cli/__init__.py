@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from zk0.cli import client, demo, server, status
+from zk0.cli import client, demo, report, server, status
 from zk0.errors import RuntimeFailure, UserError
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(server.app, name="server")
 app.add_typer(client.app, name="client")
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
+app.command("report")(report.report)
 
 
 def main(argv: list[str] | None = None) -> None:
