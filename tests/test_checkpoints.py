@@ -65,3 +65,17 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
 
     with pytest.raises(PolicyError, match="does not fit this model"):
         checkpoints.resume(tmp_path, FRESH, 3)
+
+
+def test_resume_refuses_a_checkpoint_that_does_not_match_its_digest(tmp_path):
+    from zk0.integrity import digest
+    from zk0.policy import to_arrays
+
+    saved = {"a": torch.full((2, 3), 7.0), "b": torch.full((4,), 7.0)}
+    checkpoints.save_global(tmp_path, saved, {"round": 1, "digest": digest(to_arrays(saved, "float32"))})
+    assert checkpoints.resume(tmp_path, FRESH, 3)[1] == 1  # intact: accepted
+
+    altered = {**saved, "b": torch.full((4,), 8.0)}
+    checkpoints.save_global(tmp_path, altered, {"round": 1, "digest": digest(to_arrays(saved, "float32"))})
+    with pytest.raises(PolicyError, match="does not match its recorded digest"):
+        checkpoints.resume(tmp_path, FRESH, 3)

@@ -49,7 +49,7 @@ def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", cl
 
 @pytest.fixture
 def strategy(tiny_run_config, tmp_path):
-    cfg = RunConfig.from_run_config(tiny_run_config | {"wire-dtype": "bfloat16", "proximal-mu": 0.01})
+    cfg = RunConfig.from_run_config(tiny_run_config | {"wire-dtype": "bfloat16", "proximal-mu": 0.01, "min-clients": 1})
     s = Zk0Strategy(cfg, tmp_path, run_id=42)
     s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())  # what configure_train does with the global model
     s._round = {"round": 1}
@@ -111,6 +111,24 @@ def test_error_replies_and_zero_weights_leave_the_model_unchanged(strategy):
     assert strategy._round["rejected"] == 2
 
 
+def test_fewer_valid_updates_than_min_clients_keep_the_model_and_still_count_the_round(
+    tiny_run_config, tmp_path, caplog
+):
+    cfg = RunConfig.from_run_config(tiny_run_config | {"min-clients": 2})
+    s = Zk0Strategy(cfg, tmp_path, run_id=1)
+    s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
+    s._round = {"round": 1}
+    nan = {"a.weight": torch.full((2, 2), float("nan")), "b.bias": GLOBAL["b.bias"]}
+
+    arrays, metrics = s.aggregate_train(1, [reply(7, {k: v + 1.0 for k, v in GLOBAL.items()}, 5), reply(8, nan, 5)])
+
+    assert arrays is None and metrics is None  # Flower keeps the previous global model
+    assert "1 valid update(s), fewer than min-clients 2" in caplog.text
+    saved, meta = checkpoints.load_global(tmp_path)
+    assert all(torch.equal(saved[k], GLOBAL[k]) for k in GLOBAL) and meta["round"] == "1"
+    assert meta["digest"] == digest(to_arrays(GLOBAL, "float32"))
+
+
 def test_history_line_records_clients_names_digest_and_bytes(strategy, tmp_path):
     strategy.aggregate_train(1, [reply(7, GLOBAL, 4, "bfloat16")])
     strategy.aggregate_evaluate(1, [])
@@ -164,7 +182,7 @@ def test_a_reply_whose_digest_does_not_match_its_arrays_is_rejected(strategy, ca
 
 
 def test_updates_beyond_max_update_norm_are_rejected(tiny_run_config, tmp_path, caplog):
-    cfg = RunConfig.from_run_config(tiny_run_config | {"max-update-norm": 1.0})
+    cfg = RunConfig.from_run_config(tiny_run_config | {"max-update-norm": 1.0, "min-clients": 1})
     s = Zk0Strategy(cfg, tmp_path)
     s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
     s._round = {"round": 1}

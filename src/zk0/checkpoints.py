@@ -90,6 +90,15 @@ def resume(
     if not (directory / GLOBAL_FILE).exists():
         return fresh, 0, num_rounds
     tensors, metadata = load_global(directory)
+    if "digest" in metadata:
+        from zk0.integrity import digest
+        from zk0.policy import to_arrays
+
+        if digest(to_arrays(tensors, "float32")) != metadata["digest"]:
+            raise PolicyError(
+                f"the checkpoint in {directory / GLOBAL_FILE} does not match its recorded digest; "
+                "it was altered or damaged: restore it from a backup or move it away to start over"
+            )
     if {k: tuple(v.shape) for k, v in tensors.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
         raise PolicyError(
             f"the checkpoint in {directory} does not fit this model's trainable parameters; "

@@ -9,6 +9,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from zk0 import checkpoints
 from zk0.config import RunConfig
+from zk0.integrity import digest
 from zk0.logs import use_flower_handlers
 from zk0.paths import server_dir
 from zk0.policy import build_policy, describe, to_arrays, trainable_state
@@ -27,11 +28,15 @@ def main(grid: Grid, context: Context) -> None:
     log.info("global model %s (%s); only trainable parameters travel", cfg.model, describe(policy))
     out_dir = server_dir()
     state, done, target = checkpoints.resume(out_dir, trainable_state(policy), cfg.num_server_rounds)
+    initial = to_arrays(state, "float32")
     if done:
         log.info(
-            "resuming from the round-%d checkpoint in %s; this session trains up to round %d", done, out_dir, target
+            "resuming from the round-%d checkpoint in %s (digest %s); this session trains up to round %d",
+            done,
+            out_dir,
+            digest(initial),
+            target,
         )
-    initial = to_arrays(state, "float32")
     del policy
     strategy = Zk0Strategy(cfg, out_dir, run_id=context.run_id, rounds_done=done, target=target)
     strategy.start(

@@ -178,22 +178,19 @@ class Zk0Strategy(FedAvg):
                 }
             )
         self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
-        if not accepted:
-            log.warning("round %d: no valid update; the global model stays as it was", rnd)
+        if len(accepted) < self.cfg.min_clients:
+            log.warning(
+                "round %d: %d valid update(s), fewer than min-clients %d; the global model stays as it was",
+                rnd,
+                len(accepted),
+                self.cfg.min_clients,
+            )
+            self._checkpoint(rnd, self._global)  # the round is done, unchanged: a resume starts after it
             return None, None
         glob = weighted_mean(accepted)
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
-        checkpoints.save_global(
-            self.out_dir,
-            glob,
-            {
-                "round": rnd,
-                "target": self.target,
-                "run-id": self.run_id,
-                "run-config": json.dumps(self.cfg.to_run_config(), sort_keys=True),
-            },
-        )
+        self._checkpoint(rnd, glob)
         log.info(
             "round %d: aggregated %d updates (%d rejected): %s",
             rnd,
@@ -202,6 +199,16 @@ class Zk0Strategy(FedAvg):
             {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
         )
         return to_arrays(glob, "float32"), metrics
+
+    def _checkpoint(self, rnd: int, tensors: dict[str, torch.Tensor]) -> None:
+        metadata = {
+            "round": rnd,
+            "target": self.target,
+            "run-id": self.run_id,
+            "digest": digest(to_arrays(tensors, "float32")),
+            "run-config": json.dumps(self.cfg.to_run_config(), sort_keys=True),
+        }
+        checkpoints.save_global(self.out_dir, tensors, metadata)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
