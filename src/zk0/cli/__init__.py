@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from zk0.cli import client, demo, report, server, status
+from zk0.cli import client, demo, export, report, server, status
 from zk0.errors import RuntimeFailure, UserError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app.add_typer(client.app, name="client")
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
 app.command("report")(report.report)
+app.command("export")(export.export)
 
 
 def main(argv: list[str] | None = None) -> None:

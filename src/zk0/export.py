@@ -1,0 +1,123 @@
+"""A LeRobot policy directory from a global checkpoint, for use on a robot.
+
+A federated model has no global normalisation stats, so the operator's own
+recordings supply them; the robot's camera names are mapped onto the model's
+``camera1..N`` inside the saved preprocessor. The directory loads with
+LeRobot alone: ``SmolVLAPolicy.from_pretrained(DIR)`` and
+``make_pre_post_processors(policy.config, pretrained_path=DIR)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zk0 import checkpoints
+from zk0.config import RunConfig
+from zk0.datasets import DatasetSource, camera_map, check_so100, normalisation_stats
+from zk0.errors import PolicyError, UserError
+
+if TYPE_CHECKING:
+    import torch
+
+LATEST = "latest"
+
+
+class ExportError(UserError):
+    """The checkpoint or round asked for does not exist, or the output directory is taken."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A global model as the server saved it: its round, run settings and trainable tensors."""
+
+    round: int
+    cfg: RunConfig
+    tensors: dict[str, torch.Tensor]
+
+
+def find_checkpoint(server: Path, which: str) -> Checkpoint:
+    """The checkpoint of round ``which`` (a number or 'latest') in the server dir ``server``.
+
+    Only the latest global checkpoint is kept for now; per-round ones slot in here.
+    """
+    if which != LATEST and not which.isdigit():
+        raise ExportError(f"ROUND must be a round number or '{LATEST}', got {which!r}")
+    if not (server / checkpoints.GLOBAL_FILE).is_file():
+        raise ExportError(f"no global checkpoint in {server}; train a round first, or pass the server's --state-dir")
+    tensors, metadata = checkpoints.load_global(server)
+    if "run-config" not in metadata or "round" not in metadata:
+        raise ExportError(f"the checkpoint in {server} has no run settings (saved by an older zk0); train a round")
+    saved = int(metadata["round"])
+    if which != LATEST and int(which) != saved:
+        raise ExportError(f"round {which} has no checkpoint in {server}; there is: {LATEST} (round {saved})")
+    return Checkpoint(saved, RunConfig.from_run_config(json.loads(metadata["run-config"])), tensors)
+
+
+def dataset_stats(cfg: RunConfig, uri: str, spec: str = "") -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """State/action stats of the dataset at ``uri`` and its camera map onto the model's cameras."""
+    meta = DatasetSource.parse(uri).metadata()
+    cameras = check_so100(meta, state_dim=cfg.state_dim, action_dim=cfg.action_dim)
+    return normalisation_stats(meta), camera_map(cameras, cfg.camera_features, spec)
+
+
+def check_out(out: Path) -> None:
+    """Refuse an output path that holds anything already."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportError(f"{out} already exists and is not empty; name a new directory")
+
+
+def save_policy_dir(
+    cfg: RunConfig,
+    trainable: Mapping[str, torch.Tensor],
+    out: Path,
+    stats: dict[str, dict[str, Any]] | None,
+    rename_map: Mapping[str, str] | None = None,
+) -> Path:
+    """Write SmolVLA with ``trainable`` loaded, plus pre/post processors with ``stats``, to ``out``.
+
+    ``rename_map`` (dataset camera key → model camera key) is applied by the
+    saved preprocessor. Everything is written to a temp dir beside ``out`` and
+    renamed at the end, so ``out`` is complete or absent.
+    """
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.processor.rename_processor import RenameObservationsProcessorStep
+
+    from zk0.policy import build_policy, load_trainable
+
+    check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        policy = build_policy(cfg)
+        try:
+            load_trainable(policy, trainable)
+        except PolicyError as err:
+            raise ExportError(f"the checkpoint does not fit the model its run settings build: {err}") from None
+        pre, post = make_pre_post_processors(policy.config, dataset_stats=stats)
+        if rename_map:
+            rename = next(s for s in pre.steps if isinstance(s, RenameObservationsProcessorStep))
+            rename.rename_map = dict(rename_map)
+        policy.save_pretrained(tmp)
+        pre.save_pretrained(tmp)
+        post.save_pretrained(tmp)
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give it the mode mkdir would
+        try:
+            os.replace(tmp, out)  # replaces an empty directory, refuses a non-empty one
+        except OSError as err:
+            raise ExportError(f"cannot move the export into {out}: {err.strerror}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
