@@ -10,8 +10,9 @@ import torch
 from zk0 import checkpoints
 from zk0.cli import main
 from zk0.config import RunConfig
+from zk0.integrity import digest
 from zk0.paths import server_dir
-from zk0.policy import build_policy, trainable_state
+from zk0.policy import build_policy, to_arrays, trainable_state
 
 CAMERA_MAP = "wrist=camera1,front=camera2"  # the kit's first dataset has cameras front and wrist
 
@@ -29,7 +30,13 @@ def state(cfg, tmp_path_factory):
     tensors = {
         k: v + 0.05 * torch.randn(v.shape, generator=generator) for k, v in trainable_state(build_policy(cfg)).items()
     }
-    meta = {"round": 2, "target": 2, "run-id": 9, "run-config": json.dumps(cfg.to_run_config())}
+    meta = {
+        "round": 2,
+        "target": 2,
+        "run-id": 9,
+        "run-config": json.dumps(cfg.to_run_config()),
+        "digest": digest(to_arrays(tensors, "float32")),
+    }
     checkpoints.save_global(server_dir(root), tensors, meta)
     return root
 
@@ -122,8 +129,11 @@ def test_bad_inputs_are_one_line_and_leave_nothing_behind(state, kit, tmp_path, 
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
+    damaged = tmp_path / "damaged"
+    checkpoints.save_global(server_dir(damaged), {"a": torch.zeros(3)}, {"round": 1, "run-config": "{}", "digest": "0"})
     cases = [
         (["latest", out, "--stats-from", dataset, "--state-dir", tmp_path / "empty"], "no global checkpoint in"),
+        (["latest", out, "--stats-from", dataset, "--state-dir", damaged], "does not match its recorded digest"),
         (
             ["5", out, "--stats-from", dataset],
             f"round 5 has no checkpoint in {server_dir(state)}; there is: latest (round 2)",

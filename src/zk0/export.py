@@ -54,6 +54,14 @@ def find_checkpoint(server: Path, which: str) -> Checkpoint:
     tensors, metadata = checkpoints.load_global(server)
     if "run-config" not in metadata or "round" not in metadata:
         raise ExportError(f"the checkpoint in {server} has no run settings (saved by an older zk0); train a round")
+    if "digest" in metadata:
+        from zk0.integrity import digest
+        from zk0.policy import to_arrays
+
+        if digest(to_arrays(tensors, "float32")) != metadata["digest"]:
+            raise ExportError(
+                f"the checkpoint in {server} does not match its recorded digest; it was altered or damaged"
+            )
     saved = int(metadata["round"])
     if which != LATEST and int(which) != saved:
         raise ExportError(f"round {which} has no checkpoint in {server}; there is: {LATEST} (round {saved})")
