@@ -6,20 +6,17 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import TINY
 from odd_datasets import CAM, IMAGE, vector, write_dataset
+from processes import ZK0BOT, leftover, status, tiny_sets, wait_for, zk0bot
 from zk0 import checkpoints
 from zk0.cli import main
 from zk0.deploy.process import free_port
-
-ZK0BOT = str(Path(sys.executable).parent / "zk0bot")
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -129,30 +126,11 @@ def test_status_json_with_nothing_running(tmp_path):
     assert data["server"]["up"] is False and data["clients"] == [] and data["session"] is None
 
 
-def zk0bot(*args: str, state: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [ZK0BOT, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120, check=False
-    )
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def status(state: Path) -> dict:
-    return json.loads(zk0bot("status", "--json", state=state).stdout)
-
-
 @pytest.mark.slow
 def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
     state = tmp_path / "state"
     port = free_port()
-    sets = [f"--set={k}={v}" for k, v in {**TINY, "local-steps": 2, "model": json.dumps(str(kit.backbone))}.items()]
+    sets = tiny_sets(kit.backbone)
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         started = zk0bot(
@@ -202,8 +180,7 @@ def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
     finally:
         zk0bot("client", "stop", "--all", state=state)
         zk0bot("server", "stop", state=state)
-    leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False)
-    assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
+    assert leftover(state) == ""
     assert status(state)["server"]["up"] is False
 
 
@@ -226,8 +203,7 @@ def test_demo_runs_a_round_offline_and_stops_what_it_started(tmp_path):
     # The summary reports a train loss for both clients in every round.
     rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
     assert len(rows) == 2 and all(len(re.findall(r"\d+\.\d{3}", row.split("│")[3])) == 2 for row in rows)
-    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
-    assert leftover.stdout.strip() == "", f"processes left running: {leftover.stdout}"
+    assert leftover(tmp_path) == ""
 
 
 def test_server_log_shows_the_last_lines_of_each_log(tmp_path, capsys):
@@ -260,5 +236,4 @@ def test_foreground_server_stops_everything_on_sigterm(tmp_path):
     finally:
         proc.kill()
     assert not any(psutil.pid_exists(pids[k]) for k in ("superlink-pid", "controller-pid"))
-    leftover = subprocess.run(["pgrep", "-f", str(state)], capture_output=True, text=True, check=False)
-    assert leftover.stdout.strip() == ""
+    assert leftover(state) == ""

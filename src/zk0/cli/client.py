@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from zk0.cli.foreground import attach
 from zk0.cli.logs import show
 from zk0.cli.options import Follow, Lines, StateDir
 from zk0.deploy import DeployError
@@ -29,21 +31,60 @@ def client_start(
     ] = "",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     num_workers: Annotated[int, typer.Option(min=0, help="Data loader worker processes.")] = 2,
+    ca_cert: Annotated[
+        Path | None, typer.Option(help="The server's CA certificate (ca.pem from its operator): connect with TLS.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="This node's private key (zk0bot client keygen), allowed on the server.")
+    ] = None,
+    foreground: Annotated[
+        bool, typer.Option(help="Stay attached; stop the node on SIGTERM (systemd, containers).")
+    ] = False,
 ) -> None:
     """Check the dataset, then join the federation in the background.
 
-    Example: zk0bot client start hf:me/my-so100 --server 10.0.0.5:8000
+    Example: zk0bot client start hf:me/my-so100 --server fl.example.org:8000 --ca-cert ca.pem --key ~/.zk0/arm1
     """
     report = check_dataset(uri)
-    for warning in report.warnings:
-        typer.echo(f"Warning: {warning}", err=True)
-    info = Clients(state_dir).start(
-        uri, server=server, name=name, camera_map=camera_map, device=device, num_workers=num_workers, report=report
+    clients = Clients(state_dir)
+    info = clients.start(
+        uri,
+        server=server,
+        name=name,
+        camera_map=camera_map,
+        device=device,
+        num_workers=num_workers,
+        report=report,
+        ca_cert=ca_cert,
+        key=key,
     )
+    for warning in report.warnings:  # after start: an error stays the only line
+        typer.echo(f"Warning: {warning}", err=True)
     typer.echo(
         f"client {info.name} started: {report.episodes} episodes, cameras {', '.join(report.cameras)}, "
-        f"server {info.server}"
+        f"server {info.server} ({'TLS' if info.tls else 'insecure'})"
     )
+    if foreground:
+        attach(
+            lambda: clients.wait(info.name),
+            lambda: clients.stop(info.name),
+            f"client {info.name} exited on its own; see {clients.log_file(info.name)}",
+        )
+
+
+@app.command("keygen")
+def client_keygen(
+    state_dir: StateDir,
+    name: Annotated[str, typer.Argument(help="Key name; the files are keys/NAME and keys/NAME.pub.")] = "node",
+) -> None:
+    """Make this node's key pair; send the .pub file to the server operator for 'zk0bot server allow'.
+
+    Example: zk0bot client keygen arm1
+    """
+    public = Clients(state_dir).keygen(name)
+    typer.echo(public)
+    typer.echo(f"private key: {public.with_suffix('')} (keep it here; pass it as --key)", err=True)
+    typer.echo(f"next: the server operator runs 'zk0bot server allow {public.name}'", err=True)
 
 
 @app.command("stop")

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
-import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from zk0.cli.foreground import attach
 from zk0.cli.logs import show
 from zk0.cli.options import Follow, Lines, StateDir, parse_settings, validated_run_config
-from zk0.deploy.server import Server, ServerSettings
-from zk0.errors import RuntimeFailure
+from zk0.deploy import DeployError
+from zk0.deploy.server import Server, ServerSettings, is_loopback
+from zk0.deploy.tls import fingerprint, read_public_key
 
 app = typer.Typer(help="Run the federation server (SuperLink + session controller).", no_args_is_help=True)
+
+
+Host = Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for all interfaces.")]
+Names = Annotated[
+    list[str],
+    typer.Option("--san", help="A DNS name or IP clients use to reach the server (repeatable); in its certificate."),
+]
+
+
+def _announce_ca(server: Server) -> None:
+    ca = server.tls.ca_cert
+    typer.echo(f"CA certificate: {ca}", err=True)
+    typer.echo(f"CA SHA-256 fingerprint: {fingerprint(ca)}", err=True)
+    typer.echo("share ca.pem with node owners; they compare the fingerprint before using it", err=True)
+
+
+@app.command("init")
+def server_init(state_dir: StateDir, host: Host = "127.0.0.1", names: Names = []) -> None:  # noqa: B006
+    """Create the CA and the server certificate (server start does it too, when TLS is on).
+
+    Example: zk0bot server init --host 0.0.0.0 --san fl.example.org --san 203.0.113.7
+    """
+    server = Server(state_dir)
+    server.init_tls(host, names)
+    typer.echo(server.tls.ca_cert)
+    _announce_ca(server)
 
 
 @app.command("start")
 def server_start(
     state_dir: StateDir,
-    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 for all interfaces.")] = "127.0.0.1",
+    host: Host = "127.0.0.1",
     port: Annotated[
         int, typer.Option(min=1, max=65535, help="Flower's HTTP port (Fleet, Control, Runtime APIs).")
     ] = 8000,
@@ -30,33 +58,71 @@ def server_start(
     foreground: Annotated[
         bool, typer.Option(help="Stay attached; stop everything on SIGTERM (systemd, containers).")
     ] = False,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--insecure",
+            help="TLS with node authentication (default), or plaintext (default on loopback only).",
+            show_default=False,
+        ),
+    ] = None,
+    names: Names = [],  # noqa: B006
 ) -> None:
     """Start the server; a session starts by itself once MIN_CLIENTS clients are online.
 
-    Example: zk0bot server start --host 0.0.0.0 --rounds 10 --set local-steps=200
+    Example: zk0bot server start --host 0.0.0.0 --san fl.example.org --rounds 10 --set local-steps=200
     """
     overrides = {**parse_settings(set_), "num-server-rounds": rounds, "min-clients": min_clients}
     validated_run_config(overrides)
+    tls = not is_loopback(host) if tls is None else tls
+    if not tls and not is_loopback(host):
+        typer.echo(f"Warning: --insecure on {host}: parameters travel unencrypted and any node may join", err=True)
     server = Server(state_dir)
-    settings = ServerSettings(host=host, port=port, min_clients=min_clients, overrides=overrides)
+    settings = ServerSettings(host=host, port=port, min_clients=min_clients, overrides=overrides, tls=tls, names=names)
     server.start(settings)
-    typer.echo(f"server listening on {settings.address}; state in {state_dir}")
-    typer.echo(f"next: zk0bot client start hf:OWNER/DATASET --server {settings.address}", err=True)
+    typer.echo(f"server listening on {settings.address} ({'TLS' if tls else 'insecure'}); state in {state_dir}")
+    if tls:
+        _announce_ca(server)
+        typer.echo("next: zk0bot server allow NODE.pub (for each node key), then on each node:", err=True)
+        typer.echo(
+            f"  zk0bot client start hf:OWNER/DATASET --server {settings.address} --ca-cert ca.pem --key NODE_KEY",
+            err=True,
+        )
+    else:
+        typer.echo(f"next: zk0bot client start hf:OWNER/DATASET --server {settings.address}", err=True)
     if foreground:
-        signal.signal(signal.SIGTERM, _interrupt)
-        try:
-            server.wait()
-        except KeyboardInterrupt:
-            return  # asked to stop: the finally clause stops everything
-        finally:
-            server.stop()
-        raise RuntimeFailure(
-            f"a server process exited on its own; see {server.superlink_log} and {server.controller_log}"
+        attach(
+            server.wait,
+            server.stop,
+            f"a server process exited on its own; see {server.superlink_log} and {server.controller_log}",
         )
 
 
-def _interrupt(*_: object) -> None:
-    raise KeyboardInterrupt
+@app.command("allow")
+def server_allow(
+    public_keys: Annotated[list[Path], typer.Argument(help="Node public key files (from zk0bot client keygen).")],
+    state_dir: StateDir,
+) -> None:
+    """Let the nodes holding these keys join (the server must run with TLS).
+
+    Example: zk0bot server allow arm1.pub arm2.pub
+    """
+    keys = {path: read_public_key(path) for path in public_keys}  # all checked before any is registered
+    server = Server(state_dir)
+    settings = server.settings()
+    if settings is not None and not settings.tls:
+        raise DeployError("the server runs with --insecure: it admits any node; restart it with --tls to allow keys")
+    control = server.control()
+    try:
+        for path, key in keys.items():
+            try:
+                node_id = control.register_node(key, name=path.stem)
+            except Exception as err:  # noqa: BLE001 - Flower reports a refused key as a generic RPC error
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise DeployError(f"the server refused {path}: {reason} (already allowed?)") from None
+            typer.echo(f"{path}: allowed as node {node_id}")
+    finally:
+        control.close()
 
 
 @app.command("stop")

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from zk0.datasets import DatasetSource, check_so100
-from zk0.deploy import DeployError, ensure_writable, flower
+from zk0.deploy import DeployError, ensure_writable, flower, tls
 from zk0.deploy.process import free_port, live_pid, spawn, stop_tree, write_pid
 from zk0.deploy.server import process_env
 
@@ -31,6 +32,7 @@ class ClientInfo:
     port: int
     episodes: int
     cameras: list[str]
+    tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,16 @@ class Clients:
     def pid(self, name: str) -> int | None:
         return live_pid(self.pid_file(name))
 
+    def key_file(self, name: str) -> Path:
+        return self.state / "keys" / name
+
+    def keygen(self, name: str) -> Path:
+        """A node key pair under ``<state>/keys``; returns the public key's path."""
+        if not _NAME.match(name):
+            raise DeployError(f"key name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        ensure_writable(self.key_file(name).parent)
+        return tls.keygen(self.key_file(name))
+
     def start(
         self,
         uri: str,
@@ -111,8 +123,14 @@ class Clients:
         device: str = "auto",
         num_workers: int = 2,
         report: DatasetReport | None = None,
+        ca_cert: Path | None = None,
+        key: Path | None = None,
     ) -> ClientInfo:
-        """Start a SuperNode for a checked dataset; refuses a name that is already running."""
+        """Start a SuperNode for a checked dataset; refuses a name that is already running.
+
+        With ``ca_cert`` (the server's CA) and ``key`` (this node's private key,
+        allowed on the server) it connects with TLS and authenticates.
+        """
         name = name or default_name(uri)
         if not _NAME.match(name):
             raise DeployError(f"client name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
@@ -120,6 +138,15 @@ class Clients:
             raise DeployError(
                 f"client {name!r} is already running; stop it with 'zk0bot client stop {name}' or pick --name"
             )
+        if (ca_cert is None) != (key is None):
+            raise DeployError(
+                "--ca-cert and --key go together: a TLS server admits only nodes whose key it allowed "
+                "(make one with 'zk0bot client keygen')"
+            )
+        if ca_cert is not None and key is not None:
+            ca_cert, key = ca_cert.resolve(), key.resolve()
+            tls.check_ca_cert(ca_cert)
+            tls.check_private_key(key)
         _reachable(server)
         report = report or check_dataset(uri)
         ensure_writable(self.dir(name))
@@ -128,11 +155,17 @@ class Clients:
         if camera_map:
             settings["camera-map"] = camera_map
         env = process_env(self.state, self.dir(name) / "flwr")
-        node = spawn(flower.supernode(superlink_address=server, port=port, settings=settings), self.log_file(name), env)
+        cmd = flower.supernode(superlink_address=server, port=port, settings=settings, ca_cert=ca_cert, key=key)
+        node = spawn(cmd, self.log_file(name), env)
         write_pid(self.pid_file(name), node.pid)
-        info = ClientInfo(name, uri, server, port, report.episodes, report.cameras)
+        info = ClientInfo(name, uri, server, port, report.episodes, report.cameras, tls=ca_cert is not None)
         (self.dir(name) / "client.json").write_text(json.dumps(asdict(info)))
         return info
+
+    def wait(self, name: str) -> None:
+        """Block while the client's SuperNode runs (``--foreground``)."""
+        while self.pid(name) is not None:
+            time.sleep(1.0)
 
     def stop(self, name: str, timeout: float = 10.0) -> int | None:
         """Stop one client's SuperNode (whole process tree); returns its pid if it was running."""

@@ -68,6 +68,15 @@ class Control:
             for r in sorted(runs, key=lambda r: r.pending_at)
         ]
 
+    def register_node(self, public_key: bytes, name: str | None = None) -> int:
+        """Allow the SuperNode holding this key (``flwr supernode register``); returns its node id."""
+        from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
+
+        res = self._client.RegisterNode(RegisterNodeRequest(public_key=public_key, name=name))
+        if not res.node_id:
+            raise RuntimeError("the SuperLink did not register the key")
+        return res.node_id
+
     def start_run(self, fab_bytes: bytes, overrides: Mapping[str, Any]) -> int:
         """Start a run of the app bundle ``fab_bytes`` (see :func:`build_fab`) with run-config ``overrides``."""
         from flwr.common.config import parse_config_args

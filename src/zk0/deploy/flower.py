@@ -7,6 +7,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from zk0.deploy.tls import ServerTls
+
 
 def executable(name: str) -> str:
     """Path of a Flower executable installed beside the running Python, else on PATH."""
@@ -32,8 +34,11 @@ def node_config(values: Mapping[str, str | int | float]) -> str:
     return " ".join(f"{k}={render(v)}" for k, v in values.items())
 
 
-def superlink(*, host: str, port: int, database: Path, insecure: bool = True) -> list[str]:
-    """A SuperLink that runs the ServerApp in the zk0 environment (no per-run ``uv sync``)."""
+def superlink(*, host: str, port: int, database: Path, tls: ServerTls | None = None) -> list[str]:
+    """A SuperLink that runs the ServerApp in the zk0 environment (no per-run ``uv sync``).
+
+    With ``tls`` it serves TLS and admits only SuperNodes whose public key was registered.
+    """
     cmd = [
         executable("flower-superlink"),
         "--host",
@@ -44,13 +49,32 @@ def superlink(*, host: str, port: int, database: Path, insecure: bool = True) ->
         str(database),
         "--disable-runtime-dependency-installation",
     ]
-    return cmd + (["--insecure"] if insecure else [])
+    if tls is None:
+        return [*cmd, "--insecure"]
+    return [
+        *cmd,
+        "--ssl-ca-certfile",
+        str(tls.ca_cert),
+        "--ssl-certfile",
+        str(tls.cert),
+        "--ssl-keyfile",
+        str(tls.key),
+        "--enable-supernode-auth",
+    ]
 
 
 def supernode(
-    *, superlink_address: str, port: int, settings: Mapping[str, str | int | float], insecure: bool = True
+    *,
+    superlink_address: str,
+    port: int,
+    settings: Mapping[str, str | int | float],
+    ca_cert: Path | None = None,
+    key: Path | None = None,
 ) -> list[str]:
-    """A SuperNode with its own port and node settings (dataset-uri, camera-map, ...)."""
+    """A SuperNode with its own port and node settings (dataset-uri, camera-map, ...).
+
+    With ``ca_cert`` it talks TLS to the SuperLink and signs in with its private ``key``.
+    """
     cmd = [
         executable("flower-supernode"),
         "--superlink",
@@ -60,4 +84,6 @@ def supernode(
         "--node-config",
         node_config(settings),
     ]
-    return cmd + (["--insecure"] if insecure else [])
+    if ca_cert is None or key is None:
+        return [*cmd, "--insecure"]
+    return [*cmd, "--root-certificates", str(ca_cert), "--auth-supernode-private-key", str(key)]

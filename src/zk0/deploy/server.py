@@ -1,12 +1,14 @@
 """The always-on server: a SuperLink plus the session controller, supervised by pid files.
 
 Layout under the state dir: ``superlink/`` (pid and log files, the SuperLink
-database, ``server.json``), ``server/`` (checkpoints and history, written by
-the ServerApp), ``flwr/`` (Flower's home for the SuperLink side).
+database with the registered node keys, ``server.json``), ``server/``
+(checkpoints and history, written by the ServerApp), ``tls/`` (the CA and the
+server certificate), ``flwr/`` (Flower's home for the SuperLink side).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -15,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zk0.deploy import DeployError, ensure_writable, flower
+from zk0.deploy import DeployError, ensure_writable, flower, tls
 from zk0.deploy.process import live_pid, port_free, spawn, stop_tree, wait_for_port, write_pid
 from zk0.errors import RuntimeFailure
 from zk0.paths import ENV_HOME, source_root
@@ -28,10 +30,30 @@ class ServerSettings:
     min_clients: int = 2
     # Run-config overrides for every session (num-server-rounds, min-clients, --set ...).
     overrides: dict[str, Any] = field(default_factory=dict)
+    # TLS with node authentication; the default everywhere but on loopback.
+    tls: bool = False
+    # Extra names (DNS or IP) the server certificate is valid for, besides the host and loopback.
+    names: list[str] = field(default_factory=list)
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def local_address(self) -> str:
+        """Where processes on this host reach the SuperLink (loopback when it listens on all interfaces)."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def process_env(state: Path, flwr_home: Path) -> dict[str, str]:
@@ -51,6 +73,10 @@ class Server:
     def __init__(self, state: Path) -> None:
         self.state = state
         self.dir = state / "superlink"
+
+    @property
+    def tls(self) -> tls.ServerTls:
+        return tls.ServerTls(self.state / "tls")
 
     @property
     def superlink_pid(self) -> Path:
@@ -75,6 +101,22 @@ class Server:
     def running(self) -> dict[str, int | None]:
         return {"superlink": live_pid(self.superlink_pid), "controller": live_pid(self.controller_pid)}
 
+    def init_tls(self, host: str, names: list[str]) -> tls.ServerTls:
+        """The CA and a server certificate for ``host`` and ``names`` (made once, reused after)."""
+        ensure_writable(self.state)
+        return tls.init_server(self.tls.directory, tls.server_names(host, names))
+
+    def control(self):
+        """A Control API client for the running server (TLS when it runs with TLS)."""
+        from zk0.deploy.control import Control
+
+        settings = self.settings()
+        if settings is None or self.running()["superlink"] is None:
+            raise DeployError(
+                f"the server is not running (state dir {self.state}); start it with 'zk0bot server start'"
+            )
+        return Control(settings.local_address, root_certificates=self.tls.ca_cert if settings.tls else None)
+
     def start(self, settings: ServerSettings) -> None:
         """Start the SuperLink and the controller in the background; refuse a second start."""
         ensure_writable(self.state)
@@ -84,10 +126,11 @@ class Server:
             )
         if not port_free(settings.host, settings.port):
             raise DeployError(f"port {settings.port} on {settings.host} is in use; pick another with --port")
+        material = self.init_tls(settings.host, settings.names) if settings.tls else None
         env = process_env(self.state, self.state / "flwr")
         (self.state / "flwr").mkdir(parents=True, exist_ok=True)
         link = spawn(
-            flower.superlink(host=settings.host, port=settings.port, database=self.dir / "superlink.db"),
+            flower.superlink(host=settings.host, port=settings.port, database=self.dir / "superlink.db", tls=material),
             self.superlink_log,
             env,
         )
@@ -103,13 +146,14 @@ class Server:
                     "-m",
                     "zk0.deploy.controller",
                     "--address",
-                    settings.address,
+                    settings.local_address,
                     "--app-dir",
                     str(source_root()),
                     "--min-clients",
                     str(settings.min_clients),
                     "--overrides",
                     json.dumps(settings.overrides),
+                    *(["--root-certificates", str(material.ca_cert)] if material else []),
                 ],
                 self.controller_log,
                 env,

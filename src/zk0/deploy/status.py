@@ -25,6 +25,7 @@ def gather(state: Path) -> dict[str, Any]:
             "superlink-pid": pids["superlink"],
             "controller-pid": pids["controller"],
             "min-clients": settings.min_clients if settings else None,
+            "tls": settings.tls if settings else None,
         },
         "online-nodes": None,
         "session": None,
@@ -32,9 +33,7 @@ def gather(state: Path) -> dict[str, Any]:
     }
     history = checkpoints.read_history(server_dir(state))
     if up and settings:
-        from zk0.deploy.control import Control
-
-        control = Control(settings.address)
+        control = server.control()
         try:
             out["online-nodes"] = len(control.online_nodes())
             runs = control.runs()
