@@ -170,6 +170,8 @@ in
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
+      # Flower starts flower-superexec and the app processes by name, from PATH.
+      path = [ cfg.package ];
       environment =
         {
           ZK0_HOME = stateDir;

@@ -38,13 +38,6 @@ let
       name
     ]) cfg.subjectAltNames;
 
-  allowArgs = [
-    (lib.getExe' cfg.package "zk0bot")
-    "server"
-    "allow"
-    "--state-dir"
-    stateDir
-  ] ++ map toString cfg.authorizedKeyFiles;
 in
 {
   options.services.zk0.server = {
@@ -60,7 +53,7 @@ in
         Address the SuperLink listens on. On a loopback address the server runs in plaintext;
         on any other address it creates a CA and a server certificate in
         {file}`/var/lib/zk0-server/tls` on first start and admits only nodes whose public key
-        was allowed (see {option}`services.zk0.server.authorizedKeyFiles` and {option}`services.zk0.server.tls`).
+        was allowed with `zk0bot server allow` (see {option}`services.zk0.server.tls`).
       '';
     };
 
@@ -127,24 +120,10 @@ in
       ];
       description = "Extra names (DNS names or IP addresses) for the server certificate, each passed as `--san`.";
     };
-
-    authorizedKeyFiles = lib.mkOption {
-      type = lib.types.listOf lib.types.path;
-      default = [ ];
-      example = lib.literalExpression "[ ./keys/arm1.pub ./keys/arm2.pub ]";
-      description = ''
-        Node public keys (`.pub` files from `zk0bot client keygen`) registered with
-        `zk0bot server allow` each time the service starts. Public keys may live in the Nix store.
-      '';
-    };
   };
 
   config = lib.mkIf cfg.enable {
     assertions = [
-      {
-        assertion = !(cfg.tls == false && cfg.authorizedKeyFiles != [ ]);
-        message = "services.zk0.server.authorizedKeyFiles needs TLS: node authentication is off when services.zk0.server.tls = false.";
-      }
       {
         assertion = !(cfg.tls == false && cfg.subjectAltNames != [ ]);
         message = "services.zk0.server.subjectAltNames needs TLS: no certificate is made when services.zk0.server.tls = false.";
@@ -153,11 +132,19 @@ in
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
+    # For the operator: `zk0bot status --state-dir /var/lib/zk0-server`, and `zk0bot server allow
+    # --state-dir /var/lib/zk0-server NODE.pub` (as root) to admit a node's key. Allowing is left
+    # to the operator: `server allow` needs the running SuperLink and refuses a key twice, so it
+    # cannot run on every service start.
+    environment.systemPackages = [ cfg.package ];
+
     systemd.services.zk0-server = {
       description = "zk0 federated learning server";
       wantedBy = [ "multi-user.target" ];
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
+      # Flower starts flower-superexec and the app processes by name, from PATH.
+      path = [ cfg.package ];
       environment = {
         ZK0_HOME = stateDir;
         HOME = stateDir;
@@ -166,8 +153,6 @@ in
       };
       serviceConfig = common.hardening // {
         ExecStart = utils.escapeSystemdExecArgs args;
-        # `server allow` registers the keys with the running SuperLink.
-        ExecStartPost = lib.mkIf (cfg.authorizedKeyFiles != [ ]) (utils.escapeSystemdExecArgs allowArgs);
         DynamicUser = true;
         StateDirectory = "zk0-server";
         StateDirectoryMode = "0700";

@@ -62,10 +62,6 @@ pkgs.testers.runNixOSTest {
         rounds = 1;
         subjectAltNames = [ "server" ];
         settings = tiny;
-        authorizedKeyFiles = [
-          "${nodeKeys}/keys/client1.pub"
-          "${nodeKeys}/keys/client2.pub"
-        ];
       };
     };
     client1 = node 1;
@@ -78,6 +74,11 @@ pkgs.testers.runNixOSTest {
     server.wait_for_open_port(8000)
     server.wait_until_succeeds("test -s /var/lib/zk0-server/tls/ca.pem", timeout=120)
     ca = server.succeed("cat /var/lib/zk0-server/tls/ca.pem")
+    # What the operator does: admit the nodes' public keys.
+    server.succeed(
+        "zk0bot server allow --state-dir /var/lib/zk0-server"
+        " ${nodeKeys}/keys/client1.pub ${nodeKeys}/keys/client2.pub"
+    )
 
     for i, client in enumerate([client1, client2], start=1):
         client.wait_for_unit("network-online.target")
@@ -90,7 +91,7 @@ pkgs.testers.runNixOSTest {
     # One round: both nodes train, the server aggregates and checkpoints.
     server.wait_until_succeeds("test -s /var/lib/zk0-server/server/history.jsonl", timeout=1200)
     server.succeed("test -s /var/lib/zk0-server/server/global.safetensors")
-    print(server.succeed("${zk0}/bin/zk0bot status --state-dir /var/lib/zk0-server"))
+    print(server.succeed("zk0bot status --state-dir /var/lib/zk0-server"))
 
     # The sandbox holds: the services run as dynamic users, the key is a credential.
     client1.succeed("systemctl show -p DynamicUser zk0-client.service | grep -q yes")

@@ -27,7 +27,8 @@ FLAKE_FILES = ("flake.nix", "flake.lock", "pyproject.toml", "uv.lock", *NIX_DIRS
 FLAKES = ["--extra-experimental-features", "nix-command flakes"]
 EVAL = ROOT / "tests" / "nix" / "eval.nix"
 
-BIN = "/nix/store/00000000000000000000000000000000-zk0/bin/zk0bot"  # the stub package in tests/nix/eval.nix
+STUB = "/nix/store/00000000000000000000000000000000-zk0"  # the stub package in tests/nix/eval.nix
+BIN = f"{STUB}/bin/zk0bot"
 SERVER_DIR = "/var/lib/zk0-server"
 CLIENT_DIR = "/var/lib/zk0-client"
 
@@ -251,11 +252,12 @@ def test_server_defaults_run_on_loopback_in_a_sandbox():
     assert service["PrivateDevices"] is True
     assert service["ProtectSystem"] == "strict"
     assert "MemoryDenyWriteExecute" not in service  # torch needs W+X memory
-    assert "ExecStartPost" not in service
     assert unit["environment"]["ZK0_HOME"] == SERVER_DIR
+    assert unit["path"] == [STUB]  # Flower finds flower-superexec on PATH
     assert unit["wantedBy"] == ["multi-user.target"]
     assert result["firewall"] == []
     assert result["warnings"] == []
+    assert result["systemPackages"] == [STUB]  # zk0bot status / server allow for the operator
 
 
 def test_server_options_become_arguments():
@@ -314,33 +316,9 @@ def test_server_open_firewall_opens_only_its_port():
     assert result["firewall"] == [8443]
 
 
-def test_server_authorized_keys_are_allowed_after_start():
-    # Execute
-    result = evaluate(
-        """{ services.zk0.server = { enable = true; host = "0.0.0.0";
-             authorizedKeyFiles = [ "/etc/zk0/arm1.pub" "/etc/zk0/arm2.pub" ]; }; }"""
-    )
-
-    # Assert
-    assert exec_args(result["units"]["zk0-server"], "ExecStartPost") == [
-        BIN,
-        "server",
-        "allow",
-        "--state-dir",
-        SERVER_DIR,
-        "/etc/zk0/arm1.pub",
-        "/etc/zk0/arm2.pub",
-    ]
-
-
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (
-            'tls = false; authorizedKeyFiles = [ "/etc/zk0/arm1.pub" ];',
-            "services.zk0.server.authorizedKeyFiles needs TLS: node authentication is off when "
-            "services.zk0.server.tls = false.",
-        ),
         (
             'tls = false; subjectAltNames = [ "fl.example.org" ];',
             "services.zk0.server.subjectAltNames needs TLS: no certificate is made when "
@@ -403,6 +381,9 @@ def test_client_with_tls_gets_secrets_as_credentials():
         "HF_TOKEN_PATH": "%d/hf-token",
     }
     assert service["DynamicUser"] is True
+    assert service["StateDirectory"] == "zk0-client"
+    assert service["CacheDirectory"] == "zk0-client"
+    assert unit["path"] == [STUB]
     assert service["PrivateDevices"] is True
     assert "DeviceAllow" not in service
     assert "MemoryDenyWriteExecute" not in service

@@ -42,6 +42,7 @@ else
   units = cfg.systemd.services;
   firewall = cfg.networking.firewall.allowedTCPPorts;
   users = cfg.users.users;
+  systemPackages = cfg.environment.systemPackages;
   inherit failedAssertions;
   inherit (cfg) warnings;
   options = {
