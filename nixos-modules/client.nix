@@ -17,7 +17,8 @@ let
   # Secrets reach the service through systemd credentials: the unit names files outside the
   # store, systemd copies them into $CREDENTIALS_DIRECTORY (%d) readable only by the service.
   credentials =
-    lib.optional (cfg.caCertFile != null) "ca-cert:${toString cfg.caCertFile}"
+    # A Nix path literal for the (public) CA is copied to the store by the interpolation.
+    lib.optional (cfg.caCertFile != null) "ca-cert:${cfg.caCertFile}"
     ++ lib.optional (cfg.nodeKeyFile != null) "node-key:${cfg.nodeKeyFile}"
     ++ lib.optional (cfg.hfTokenFile != null) "hf-token:${cfg.hfTokenFile}";
 
