@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -68,6 +69,68 @@ def test_client_start_rejects_bad_datasets_with_one_line(tmp_path, seven_dim, no
     assert not (tmp_path / "state" / "clients").exists(), "nothing half-written"
 
 
+SO100 = {"observation.state": vector(6), "action": vector(6), f"{CAM}front": IMAGE}
+
+
+def damage(kit_dataset: Path, root: Path, how: str) -> Path:
+    """A copy of a good dataset with one file made bad."""
+    shutil.copytree(kit_dataset, root)
+    if how == "corrupt info.json":
+        (root / "meta" / "info.json").write_text('{"codebase_version": ')
+    elif how == "unreadable info.json":  # tests run as root, so a mode bit would not stop the read
+        (root / "meta" / "info.json").unlink()
+        (root / "meta" / "info.json").mkdir()
+    elif how == "corrupt data parquet":
+        data = next((root / "data").rglob("*.parquet"))
+        data.write_bytes(data.read_bytes()[:300])
+    elif how == "corrupt episodes parquet":
+        episodes = next((root / "meta" / "episodes").rglob("*.parquet"))
+        episodes.write_bytes(episodes.read_bytes()[:100])
+    elif how == "missing data file":
+        next((root / "data").rglob("*.parquet")).unlink()
+    return root
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("corrupt info.json", "cannot read its metadata (Expecting value"),
+        ("unreadable info.json", "cannot read its metadata (Is a directory)"),
+        ("corrupt data parquet", "Parquet magic bytes not found"),
+        ("corrupt episodes parquet", "cannot read its metadata (Parquet magic bytes not found"),
+        ("missing data file", "its data files hold 0 frames, meta/info.json says"),
+    ],
+)
+def test_client_start_rejects_damaged_datasets_before_starting(kit, tmp_path, capsys, how, message):
+    root = damage(kit.datasets[0], tmp_path / "copy", how)
+
+    code, _, err = run_cli(["client", "start", f"local:{root}", "--state-dir", str(tmp_path / "state")], capsys)
+
+    assert code == 2 and err.startswith("Error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "state" / "clients").exists()
+
+
+def test_client_start_rejects_a_dataset_with_no_episodes(tmp_path, capsys):
+    write_dataset(tmp_path / "empty", SO100, episodes=0)
+
+    code, _, err = run_cli(["client", "start", f"local:{tmp_path / 'empty'}", "--state-dir", str(tmp_path)], capsys)
+
+    assert code == 2 and "has no episodes" in err and err.count("\n") == 1
+
+
+def test_client_start_needs_a_resolvable_server(kit, tmp_path, capsys):
+    uri = f"local:{kit.datasets[0]}"
+
+    code, _, err = run_cli(
+        ["client", "start", uri, "--server", "nosuch.invalid:8000", "--state-dir", str(tmp_path)], capsys
+    )
+    assert code == 2 and "server nosuch.invalid:8000 is unreachable" in err and err.count("\n") == 1
+
+    code, _, err = run_cli(["client", "start", uri, "--server", "no-port", "--state-dir", str(tmp_path)], capsys)
+    assert code == 2 and "must be HOST:PORT" in err
+    assert not (tmp_path / "clients").exists()
+
+
 def test_client_start_needs_a_reachable_server(kit, tmp_path, capsys):
     port = free_port()
 
@@ -113,6 +176,10 @@ def test_server_start_refuses_a_port_in_use_and_an_unwritable_state_dir(tmp_path
         port = busy.getsockname()[1]
         code, _, err = run_cli(["server", "start", "--state-dir", str(tmp_path), "--port", str(port)], capsys)
     assert code == 2 and f"port {port} on 127.0.0.1 is in use" in err
+
+    code, _, err = run_cli(["server", "start", "--state-dir", str(tmp_path / "s"), "--host", "nosuch.invalid"], capsys)
+    assert code == 2 and "host 'nosuch.invalid' does not resolve" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
 
     blocker = tmp_path / "file"
     blocker.write_text("")

@@ -6,7 +6,7 @@ import time
 
 import psutil
 
-from zk0.deploy.process import live_pid, port_free, spawn, stop_tree, write_pid
+from zk0.deploy.process import bind_error, live_pid, spawn, stop_tree, write_pid
 
 
 def test_live_pid_keeps_a_running_process_and_removes_a_stale_file(tmp_path):
@@ -48,8 +48,12 @@ def test_stop_tree_stops_children_in_their_own_session(tmp_path):
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
 
 
-def test_port_free_sees_a_listening_socket():
+def test_bind_error_says_why_a_server_could_not_listen():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        assert port_free("127.0.0.1", s.getsockname()[1]) is False
+        port = s.getsockname()[1]
+        assert "is in use" in bind_error("127.0.0.1", port)
+    assert bind_error("127.0.0.1", port) is None
+    assert "does not resolve" in bind_error("nosuch.invalid", port)
+    assert "is 10.254.254.254 an address of this machine?" in bind_error("10.254.254.254", port)

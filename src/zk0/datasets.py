@@ -6,6 +6,7 @@ from ``HF_TOKEN`` in the environment, never from config) or ``local:/abs/path``.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,17 +59,51 @@ class DatasetSource:
     def _root(self) -> Path | None:
         if self.path is None:
             return None
-        if not (self.path / "meta" / "info.json").is_file():
+        if not (self.path / "meta" / "info.json").exists():
             # Checked here so LeRobot does not fall back to the hub for a local dir.
             reason = "does not exist" if not self.path.exists() else "is not a LeRobot dataset (no meta/info.json)"
             raise DatasetError(f"dataset {self.path} {reason}")
         return self.path
 
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else f"hf:{self.repo_id}"
+
     def metadata(self) -> LeRobotDatasetMetadata:
-        """Open the dataset's metadata (downloads only ``meta/`` for hf:)."""
+        """Open the dataset's metadata (downloads only ``meta/`` for hf:); DatasetError if it cannot be read."""
         from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 
-        return LeRobotDatasetMetadata(self.repo_id, root=self._root(), revision=self.revision)
+        root = self._root()
+        # The datasets library logs its own error line before raising; ours says it in one line.
+        quiet, level = logging.getLogger("datasets"), logging.getLogger("datasets").level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            return LeRobotDatasetMetadata(self.repo_id, root=root, revision=self.revision)
+        except (OSError, ValueError, KeyError) as err:  # unreadable, corrupt JSON or parquet, hub errors
+            raise DatasetError(f"dataset {self.name}: cannot read its metadata ({_reason(err)})") from None
+        finally:
+            quiet.setLevel(level)
+
+    def check_files(self, meta: LeRobotDatasetMetadata) -> None:
+        """For a local dataset, read every data file's parquet footer and match the frame count.
+
+        A truncated or corrupt file is found here, before training, not in the
+        middle of a round. (hf: datasets are checked by the hub's own hashes.)
+        """
+        if self.path is None:
+            return
+        import pyarrow.parquet as pq
+
+        frames = 0
+        for file in sorted((self.path / "data").rglob("*.parquet")):
+            try:
+                frames += pq.ParquetFile(file).metadata.num_rows
+            except (OSError, ValueError) as err:
+                raise DatasetError(f"dataset {self.name}: cannot read {file} ({_reason(err)})") from None
+        if frames != meta.total_frames:
+            raise DatasetError(
+                f"dataset {self.name}: its data files hold {frames} frames, meta/info.json says {meta.total_frames}"
+            )
 
     def open(self, episodes: Sequence[int], delta_timestamps: Mapping[str, list[float]] | None) -> LeRobotDataset:
         """Open the given episodes as a torch dataset."""
@@ -81,6 +116,12 @@ class DatasetSource:
             episodes=list(episodes),
             delta_timestamps=dict(delta_timestamps) if delta_timestamps else None,
         )
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of an error, without a traceback."""
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return text.splitlines()[0]
 
 
 def check_so100(meta: LeRobotDatasetMetadata, *, state_dim: int, action_dim: int) -> list[str]:

@@ -75,11 +75,11 @@ def server_start(
     overrides = {**parse_settings(set_), "num-server-rounds": rounds, "min-clients": min_clients}
     validated_run_config(overrides)
     tls = not is_loopback(host) if tls is None else tls
-    if not tls and not is_loopback(host):
-        typer.echo(f"Warning: --insecure on {host}: parameters travel unencrypted and any node may join", err=True)
     server = Server(state_dir)
     settings = ServerSettings(host=host, port=port, min_clients=min_clients, overrides=overrides, tls=tls, names=names)
     server.start(settings)
+    if not tls and not is_loopback(host):
+        typer.echo(f"Warning: --insecure on {host}: parameters travel unencrypted and any node may join", err=True)
     typer.echo(f"server listening on {settings.address} ({'TLS' if tls else 'insecure'}); state in {state_dir}")
     if tls:
         _announce_ca(server)

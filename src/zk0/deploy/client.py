@@ -45,8 +45,10 @@ class DatasetReport:
 
 def check_dataset(uri: str, *, state_dim: int = 6, action_dim: int = 6) -> DatasetReport:
     """Reach the dataset and check it can train an SO-100 policy (raises DatasetError)."""
-    meta = DatasetSource.parse(uri).metadata()
+    source = DatasetSource.parse(uri)
+    meta = source.metadata()
     cameras = check_so100(meta, state_dim=state_dim, action_dim=action_dim)
+    source.check_files(meta)
     warnings = []
     if meta.total_episodes < FEW_EPISODES:
         warnings.append(

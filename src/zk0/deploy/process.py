@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import subprocess
 import time
@@ -57,15 +58,21 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port now (connections in TIME_WAIT do not count)."""
-    with socket.socket() as s:
+def bind_error(host: str, port: int) -> str | None:
+    """Why a server could not listen on host:port now, or None if it could (TIME_WAIT does not count)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        return f"host {host!r} does not resolve ({err.strerror})"
+    with socket.socket(family, kind, proto) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
         try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
+            s.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use; pick another with --port"
+            return f"cannot listen on {host}:{port} ({err.strerror}); is {host} an address of this machine?"
+    return None
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:

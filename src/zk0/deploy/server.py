@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zk0.deploy import DeployError, ensure_writable, flower, tls
-from zk0.deploy.process import live_pid, port_free, spawn, stop_tree, wait_for_port, write_pid
+from zk0.deploy.process import bind_error, live_pid, spawn, stop_tree, wait_for_port, write_pid
 from zk0.errors import RuntimeFailure
 from zk0.paths import ENV_HOME, source_root
 
@@ -119,13 +119,13 @@ class Server:
 
     def start(self, settings: ServerSettings) -> None:
         """Start the SuperLink and the controller in the background; refuse a second start."""
-        ensure_writable(self.state)
         if any(self.running().values()):
             raise DeployError(
                 f"the server is already running (state dir {self.state}); stop it with 'zk0bot server stop'"
             )
-        if not port_free(settings.host, settings.port):
-            raise DeployError(f"port {settings.port} on {settings.host} is in use; pick another with --port")
+        if reason := bind_error(settings.host, settings.port):
+            raise DeployError(reason)
+        ensure_writable(self.state)
         material = self.init_tls(settings.host, settings.names) if settings.tls else None
         env = process_env(self.state, self.state / "flwr")
         (self.state / "flwr").mkdir(parents=True, exist_ok=True)
