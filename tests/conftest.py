@@ -27,3 +27,28 @@ def tiny_run_config(kit) -> dict:
     """The full run config of a tiny federated run: declared defaults + tiny overrides."""
     defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     return {**defaults, **TINY, "model": str(kit.backbone)}
+
+
+@pytest.fixture
+def task_identity():
+    """Messages need the identity Flower sets in its app processes."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+
+
+@pytest.fixture
+def zk0_log(caplog):
+    """caplog for zk0's records even after the apps route them to Flower's handlers (no propagation)."""
+    import logging
+
+    loggers = [logging.getLogger("zk0"), logging.getLogger("flwr")]
+    saved = [(lg.propagate, list(lg.handlers)) for lg in loggers]
+    loggers[0].addHandler(caplog.handler)
+    caplog.set_level(logging.INFO)
+    yield caplog
+    for lg, (propagate, handlers) in zip(loggers, saved, strict=True):
+        lg.propagate, lg.handlers[:] = propagate, handlers

@@ -34,7 +34,7 @@ def sent(tensors) -> tuple[ArrayRecord, ConfigRecord]:
 def test_fit_returns_exactly_the_trainable_parameters_in_the_wire_dtype(tiny_run_config, kit, initial):
     run_config = tiny_run_config | {"wire-dtype": "bfloat16"}
 
-    arrays, metrics = fit(*sent(initial), context(run_config, kit.datasets[1]))
+    arrays, metrics, _ = fit(*sent(initial), context(run_config, kit.datasets[1]))
 
     assert list(arrays) == list(initial)
     assert {a.dtype for a in arrays.values()} == {"bfloat16"}
@@ -51,7 +51,7 @@ def test_proximal_term_keeps_the_update_closer_to_the_global_model(tiny_run_conf
 
     def drift(mu: float) -> float:
         arrays = to_arrays(initial, "float32")
-        arrays, _ = fit(arrays, round_config(arrays, mu), ctx)
+        arrays, _, _ = fit(arrays, round_config(arrays, mu), ctx)
         trained = from_arrays(arrays)
         return sum((trained[k] - initial[k]).pow(2).sum().item() for k in initial)
 

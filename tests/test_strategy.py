@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from zk0 import checkpoints
 from zk0.config import RunConfig
@@ -13,14 +12,7 @@ from zk0.integrity import digest
 from zk0.policy import from_arrays, to_arrays
 from zk0.strategy import Zk0Strategy, names_digest, weighted_mean
 
-
-@pytest.fixture(autouse=True)
-def task_identity():
-    """Messages need the identity Flower sets in its app processes."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
+pytestmark = pytest.mark.usefixtures("task_identity")
 
 
 class TwoNodeGrid:
@@ -152,6 +144,7 @@ def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
         "learning-rate": 1e-4,
         "server-round": 2,
         "arrays-digest": digest(content["arrays"]),
+        "data-key": checkpoints.federation_key(strategy.out_dir).hex(),
     }
 
 
@@ -193,3 +186,10 @@ def test_updates_beyond_max_update_norm_are_rejected(tiny_run_config, tmp_path, 
 
     assert all(torch.allclose(from_arrays(arrays)[k], near[k]) for k in GLOBAL)
     assert "update norm 26.46 exceeds max-update-norm 1" in caplog.text
+
+
+def test_federation_key_is_made_once_and_private(tmp_path):
+    key = checkpoints.federation_key(tmp_path)
+
+    assert len(key) == 32 and checkpoints.federation_key(tmp_path) == key
+    assert (tmp_path / checkpoints.KEY_FILE).stat().st_mode & 0o777 == 0o600

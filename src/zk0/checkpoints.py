@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 GLOBAL_FILE = "global.safetensors"
 HISTORY_FILE = "history.jsonl"
+KEY_FILE = "federation.key"
 
 
 @contextmanager
@@ -61,6 +62,17 @@ def load_global(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, str
 
     with safe_open(str(directory / GLOBAL_FILE), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def federation_key(directory: Path) -> bytes:
+    """The federation's secret for keyed dataset tags: 32 random bytes, made once (mode 0600)."""
+    import secrets
+
+    path = directory / KEY_FILE
+    if not path.exists():
+        with _atomic(path) as tmp:  # mkstemp makes the file 0600
+            tmp.write_text(secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
 
 
 def append_history(directory: Path, record: Mapping[str, Any]) -> None:

@@ -16,15 +16,23 @@ from flwr.clientapp import ClientApp
 
 from zk0 import config as keys
 from zk0.config import NodeConfig, RunConfig
-from zk0.datasets import DatasetSource, camera_map, check_so100, normalisation_stats, rename_cameras, split_episodes
-from zk0.integrity import IntegrityError, digest
+from zk0.datasets import (
+    DatasetSource,
+    camera_map,
+    check_so100,
+    episode_digests,
+    normalisation_stats,
+    rename_cameras,
+    split_episodes,
+)
+from zk0.integrity import IntegrityError, digest, episode_tags
 from zk0.logs import use_flower_handlers
 from zk0.policy import build_policy, from_arrays, load_trainable, to_arrays, trainable_state
 from zk0.task import Prepare, evaluate, make_loader, metrics, resolve_device, train
 
 if TYPE_CHECKING:
     import torch
-    from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from torch.utils.data import DataLoader
 
@@ -81,12 +89,28 @@ def _open_loader(n: _Node, *, shuffle: bool, seed: int) -> DataLoader:
     return make_loader(dataset, batch_size=n.cfg.batch_size, shuffle=shuffle, seed=seed, num_workers=n.node.num_workers)
 
 
-def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tuple[ArrayRecord, MetricRecord]:
-    """Fine-tune the received global parameters on this node's training episodes."""
+def describe_data(dataset: LeRobotDataset, key_hex: str) -> ConfigRecord:
+    """What the server learns of this node's data: counts, and keyed tags of its episodes' contents.
+
+    The tags let the server see two nodes training on the same recordings
+    (duplicates bias the average) without learning anything about them.
+    """
+    tags = episode_tags(bytes.fromhex(key_hex), episode_digests(dataset)) if key_hex else []
+    return ConfigRecord({keys.EPISODES: dataset.num_episodes, keys.NUM_EXAMPLES: len(dataset), keys.EPISODE_TAGS: tags})
+
+
+def fit(
+    arrays: ArrayRecord, round_config: ConfigRecord, context: Context
+) -> tuple[ArrayRecord, MetricRecord, ConfigRecord]:
+    """Fine-tune the received global parameters on this node's training episodes.
+
+    Returns the trained parameters, the training metrics and :func:`describe_data`.
+    """
     n = _setup(arrays, round_config, context, held_out=False)
     server_round = int(round_config[keys.SERVER_ROUND])
     n.policy.config.optimizer_lr = float(round_config[keys.LEARNING_RATE])
     loader = _open_loader(n, shuffle=True, seed=n.cfg.seed + server_round)
+    data = describe_data(loader.dataset, str(round_config.get(keys.DATA_KEY, "")))
     result = train(
         n.policy,
         loader,
@@ -103,7 +127,7 @@ def fit(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> tu
         result.loss,
         result.seconds,
     )
-    return to_arrays(trainable_state(n.policy), n.cfg.wire_dtype), MetricRecord(dict(metrics(result)))
+    return to_arrays(trainable_state(n.policy), n.cfg.wire_dtype), MetricRecord(dict(metrics(result))), data
 
 
 def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> MetricRecord:
@@ -123,9 +147,9 @@ def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> 
 
 @app.train()
 def train_handler(msg: Message, context: Context) -> Message:
-    arrays, metric_record = fit(msg.content["arrays"], msg.content["config"], context)
+    arrays, metric_record, data = fit(msg.content["arrays"], msg.content["config"], context)
     integrity = ConfigRecord({keys.ARRAYS_DIGEST: digest(arrays)})
-    content = RecordDict({"arrays": arrays, "metrics": metric_record, keys.INTEGRITY: integrity})
+    content = RecordDict({"arrays": arrays, "metrics": metric_record, keys.INTEGRITY: integrity, keys.DATA: data})
     return Message(content=content, reply_to=msg)
 
 

@@ -26,6 +26,12 @@ PROXIMAL_MU = "proximal-mu"
 # the client's reply under the config record INTEGRITY.
 ARRAYS_DIGEST = "arrays-digest"
 INTEGRITY = "integrity"
+# Federation-wide key (hex) in the server's train config; the client replies with a config
+# record DATA: counts and keyed tags of its training episodes, never a name or URI.
+DATA_KEY = "data-key"
+DATA = "data"
+EPISODES = "episodes"
+EPISODE_TAGS = "episode-tags"
 
 # Metric keys in the replies.
 NUM_EXAMPLES = "num-examples"

@@ -118,6 +118,23 @@ class DatasetSource:
         )
 
 
+def episode_digests(dataset: LeRobotDataset) -> list[bytes]:
+    """SHA-256 of each episode's recorded states and actions (float32 bytes, in frame order)."""
+    import hashlib
+
+    import numpy as np
+
+    columns = dataset.hf_dataset.with_format("numpy", columns=["episode_index", STATE, ACTION])[:]
+    out = []
+    for episode in np.unique(columns["episode_index"]):
+        rows = columns["episode_index"] == episode
+        h = hashlib.sha256()
+        for key in (STATE, ACTION):
+            h.update(np.ascontiguousarray(columns[key][rows], dtype=np.float32).tobytes())
+        out.append(h.digest())
+    return out
+
+
 def _reason(err: BaseException) -> str:
     """The first line of an error, without a traceback."""
     text = getattr(err, "strerror", None) or str(err) or type(err).__name__

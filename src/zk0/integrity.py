@@ -9,8 +9,10 @@ encoding, i.e. exactly the bytes that travel.
 from __future__ import annotations
 
 import hashlib
+import hmac
+import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord
@@ -46,3 +48,18 @@ def update_norm(update: Mapping[str, torch.Tensor], base: Mapping[str, torch.Ten
     for name, value in update.items():
         total += (value.double() - base[name].double()).pow(2).sum().item()
     return math.sqrt(total)
+
+
+def episode_tags(key: bytes, episode_digests: Iterable[bytes]) -> list[str]:
+    """Keyed tags of episode contents: equal recordings give equal tags, and the tags tell nothing else.
+
+    HMAC-SHA256 with the federation's key, cut to 16 hex digits (64 bits), sorted.
+    """
+    return sorted(hmac.new(key, d, hashlib.sha256).hexdigest()[:16] for d in episode_digests)
+
+
+def shared_episodes(tags: Mapping[int, Iterable[str]]) -> list[tuple[int, int, int]]:
+    """(node, node, episodes in common) for every pair of nodes that share a recording."""
+    sets = {node: set(t) for node, t in tags.items()}
+    pairs = itertools.combinations(sorted(sets), 2)
+    return [(a, b, n) for a, b in pairs if (n := len(sets[a] & sets[b]))]

@@ -25,7 +25,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 from zk0 import checkpoints
 from zk0 import config as keys
 from zk0.config import RunConfig
-from zk0.integrity import digest, update_norm
+from zk0.integrity import digest, shared_episodes, update_norm
 from zk0.policy import PolicyError, from_arrays, to_arrays
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,7 @@ class Zk0Strategy(FedAvg):
     ) -> Iterable[Message]:
         config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
+        config[keys.DATA_KEY] = checkpoints.federation_key(self.out_dir).hex()
         self._round = {"round": self.rounds_done + server_round, "started": time.time()}
         return super().configure_train(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
 
@@ -153,6 +154,7 @@ class Zk0Strategy(FedAvg):
         rnd = self._round["round"]  # counted across sessions
         accepted: list[tuple[dict[str, torch.Tensor], float]] = []
         contents, clients, rejected = [], [], 0
+        tags: dict[int, list[str]] = {}
         for msg in replies:
             node = msg.metadata.src_node_id
             if msg.has_error():
@@ -165,6 +167,8 @@ class Zk0Strategy(FedAvg):
                 log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
                 rejected += 1
                 continue
+            data = msg.content.config_records.get(keys.DATA) or ConfigRecord()
+            tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
             accepted.append((tensors, weight))
             contents.append(msg.content)
             record = next(iter(msg.content.array_records.values()))
@@ -174,10 +178,24 @@ class Zk0Strategy(FedAvg):
                     "param-names-sha256": names_digest(tensors),
                     "num-arrays": len(record),
                     "payload-bytes": sum(len(a.data) for a in record.values()),
+                    "train-episodes": data.get(keys.EPISODES),
                     **dict(next(iter(msg.content.metric_records.values()))),
                 }
             )
         self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
+        shared = shared_episodes(tags)
+        self._round["shared-episodes"] = [{"nodes": [a, b], "episodes": n} for a, b, n in shared]
+        for a, b, n in shared:
+            log.warning(
+                "round %d: nodes %d and %d train on %d identical episode(s) (of %d and %d): "
+                "duplicated recordings weigh twice in the average",
+                rnd,
+                a,
+                b,
+                n,
+                len(tags[a]),
+                len(tags[b]),
+            )
         if len(accepted) < self.cfg.min_clients:
             log.warning(
                 "round %d: %d valid update(s), fewer than min-clients %d; the global model stays as it was",
