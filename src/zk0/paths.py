@@ -23,9 +23,13 @@ def server_dir(home: Path | None = None) -> Path:
     return (home or state_dir()) / "server"
 
 
-def source_root() -> Path:
-    """The checkout holding zk0's pyproject.toml: Flower builds the app bundle (FAB) from it."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").is_file():
-        raise RuntimeFailure(f"zk0's pyproject.toml is not at {root}; run zk0 from a source checkout")
-    return root
+def app_pyproject() -> Path:
+    """zk0's pyproject.toml: the Flower app's settings and defaults, and what the app bundle (FAB) is built from.
+
+    A source checkout has it at its root; an installed wheel carries a copy inside the package.
+    """
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parents[1] / "pyproject.toml", package / "pyproject.toml"):
+        if candidate.is_file():
+            return candidate
+    raise RuntimeFailure(f"zk0's pyproject.toml is missing from {package}; reinstall zk0")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from zk0.config import ConfigError, RunConfig
-from zk0.paths import ENV_HOME, source_root, state_dir
+from zk0.paths import ENV_HOME, app_pyproject, state_dir
 
 StateDir = Annotated[
     Path,
@@ -42,5 +42,5 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 def validated_run_config(overrides: dict[str, Any]) -> RunConfig:
     """The declared defaults with ``overrides``, checked the way the apps will check them."""
-    defaults = tomllib.loads((source_root() / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    defaults = tomllib.loads(app_pyproject().read_text())["tool"]["flwr"]["app"]["config"]
     return RunConfig.from_run_config({**defaults, **overrides})

@@ -11,7 +11,7 @@ import hashlib
 import io
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,19 @@ class Control:
             raise RuntimeError("the SuperLink did not register the key")
         return res.node_id
 
+    def stop_run(self, run_id: int) -> None:
+        """Stop a run (``flwr stop``)."""
+        from flwr.proto.control_pb2 import StopRunRequest  # pylint: disable=E0611
+
+        self._client.StopRun(StopRunRequest(run_id=run_id))
+
+    def logs(self, run_id: int) -> Iterator[str]:
+        """The ServerApp's log of a run, chunk by chunk, until the run finishes (``flwr log --stream``)."""
+        from flwr.proto.control_pb2 import StreamLogsRequest  # pylint: disable=E0611
+
+        for res in self._client.StreamLogs(StreamLogsRequest(run_id=run_id, after_timestamp=0.0)):
+            yield res.log_output
+
     def start_run(self, fab_bytes: bytes, overrides: Mapping[str, Any]) -> int:
         """Start a run of the app bundle ``fab_bytes`` (see :func:`build_fab`) with run-config ``overrides``."""
         from flwr.common.config import parse_config_args
@@ -93,19 +106,24 @@ class Control:
         return res.run_id
 
 
-def build_fab(source: Path) -> bytes:
+def build_fab() -> bytes:
     """zk0's Flower app bundle: pyproject.toml and the package's Python files.
 
     They are staged in a temporary directory first, so Flower does not walk
-    the whole checkout (a virtual environment there costs seconds).
+    a whole checkout (a virtual environment there costs seconds); the same
+    works from an installed wheel.
     """
     from flwr.cli.build import build_fab_from_disk
 
+    import zk0
+    from zk0.paths import app_pyproject
+
+    package = Path(zk0.__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="zk0-fab-") as tmp:
         stage = Path(tmp)
-        shutil.copy2(source / "pyproject.toml", stage / "pyproject.toml")
-        for path in (source / "src" / "zk0").rglob("*.py"):
-            target = stage / path.relative_to(source)
+        shutil.copy2(app_pyproject(), stage / "pyproject.toml")
+        for path in package.rglob("*.py"):
+            target = stage / "src" / "zk0" / path.relative_to(package)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
         return build_fab_from_disk(stage)
