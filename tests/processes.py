@@ -11,10 +11,21 @@ from conftest import TINY
 ZK0BOT = str(Path(sys.executable).parent / "zk0bot")
 
 
-def zk0bot(*args: str, state: Path) -> subprocess.CompletedProcess:
+def zk0bot(*args: str, state: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [ZK0BOT, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120, check=False
+        [ZK0BOT, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=120, check=False, env=env
     )
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once: a machine losing power, as far as Flower can tell."""
+    import psutil
+
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    for proc in procs:
+        proc.kill()
+    psutil.wait_procs(procs, timeout=10)
 
 
 def wait_for(predicate, timeout: float, what: str):

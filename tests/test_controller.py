@@ -15,6 +15,7 @@ class ScriptedLink:
         self.nodes: list[int] = []
         self._runs: list[RunInfo] = []
         self.started: list[dict] = []
+        self.stopped: list[int] = []
 
     def online_nodes(self) -> list[int]:
         return list(self.nodes)
@@ -27,6 +28,9 @@ class ScriptedLink:
         run_id = 100 + len(self.started)
         self._runs.append(RunInfo(run_id, "pending", "", 0, 0))
         return run_id
+
+    def stop_run(self, run_id: int) -> None:
+        self.stopped.append(run_id)
 
     def finish(self, run_id: int, sub_status: str = "completed") -> None:
         self._runs = [RunInfo(r.run_id, "finished", sub_status, 0, 0) if r.run_id == run_id else r for r in self._runs]
@@ -58,13 +62,31 @@ def test_idles_below_min_clients_then_starts_one_session_at_a_time(caplog):
     assert ctl.step() == "started session 102 with 2 clients online"
 
 
-def test_waits_for_a_session_it_did_not_start():
+def test_stops_a_session_left_open_by_a_killed_server_then_waits_for_others():
     link = ScriptedLink()
-    link._runs = [RunInfo(7, "running", "", 0, 0)]
+    link._runs = [RunInfo(7, "running", "", 0, 0)]  # its ServerApp died with the previous server
     link.nodes = [1, 2]
+    ctl = Controller(link, b"fab", {}, min_clients=2)
 
-    assert Controller(link, b"fab", {}, min_clients=2).step() == "session 7 is running; waiting for it to finish"
-    assert link.started == []
+    assert ctl.step() == "session 7 is running; waiting for it to finish"
+    assert link.stopped == [7] and link.started == []
+    link.finish(7, "stopped")
+    assert ctl.step() == "started session 101 with 2 clients online"
+    # A session someone else starts later (flwr run) is waited for, not stopped.
+    link.finish(101)
+    link._runs.append(RunInfo(9, "running", "", 0, 0))
+    assert ctl.step() == "session 9 is running; waiting for it to finish"
+    assert link.stopped == [7]
+
+
+def test_each_started_session_is_announced():
+    link = ScriptedLink()
+    link.nodes = [1, 2]
+    seen = []
+
+    Controller(link, b"fab", {}, min_clients=2, on_start=seen.append).step()
+
+    assert seen == [101]
 
 
 def test_decisions_are_logged_once_each_with_a_timestamp(caplog):

@@ -109,7 +109,8 @@ class Zk0Strategy(FedAvg):
         config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
         config[keys.DATA_KEY] = checkpoints.federation_key(self.out_dir).hex()
-        self._round = {"round": self.rounds_done + server_round, "started": time.time()}
+        # The digest of the float32 global model the round starts from: a checkpoint's "digest" after a resume.
+        self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": digest(arrays)}
         return super().configure_train(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
 
     def configure_evaluate(
@@ -227,6 +228,7 @@ class Zk0Strategy(FedAvg):
             "run-config": json.dumps(self.cfg.to_run_config(), sort_keys=True),
         }
         checkpoints.save_global(self.out_dir, tensors, metadata)
+        self._round["digest"] = metadata["digest"]
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)

@@ -134,9 +134,9 @@ def server_stop(state_dir: StateDir) -> None:
 
 @app.command("log")
 def server_log(state_dir: StateDir, follow: Follow = False, lines: Lines = 40) -> None:
-    """Show the SuperLink and controller logs.
+    """Show the SuperLink, controller and session logs (rounds, rejected updates and why).
 
     Example: zk0bot server log -f
     """
     server = Server(state_dir)
-    show([server.superlink_log, server.controller_log], lines, follow)
+    show([server.superlink_log, server.controller_log, server.session_log], lines, follow)

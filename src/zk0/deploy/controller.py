@@ -4,7 +4,7 @@ It watches the SuperLink through the Control API, never starts two sessions
 at once, and logs each decision with a timestamp. Clients that join during a
 session are sampled from the next round on (Flower samples per round).
 
-Run as ``python -m zk0.deploy.controller --address HOST:PORT --app-dir DIR ...``.
+Run as ``python -m zk0.deploy.controller --address HOST:PORT --min-clients N ...``.
 """
 
 from __future__ import annotations
@@ -14,31 +14,45 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
 from zk0.deploy.control import FINISHED, RunInfo
 
 log = logging.getLogger("zk0.controller")
+READY = "controller watching"
 
 
 class ControlAPI(Protocol):
     def online_nodes(self) -> list[int]: ...
     def runs(self) -> list[RunInfo]: ...
     def start_run(self, fab_bytes: bytes, overrides: Mapping[str, Any]) -> int: ...
+    def stop_run(self, run_id: int) -> None: ...
 
 
 class Controller:
-    """Decides, one :meth:`step` at a time, whether to start a session."""
+    """Decides, one :meth:`step` at a time, whether to start a session.
 
-    def __init__(self, control: ControlAPI, fab: bytes, overrides: Mapping[str, Any], min_clients: int) -> None:
+    ``on_start`` is called with each session it starts (main() tails its log).
+    """
+
+    def __init__(
+        self,
+        control: ControlAPI,
+        fab: bytes,
+        overrides: Mapping[str, Any],
+        min_clients: int,
+        on_start: Callable[[int], None] = lambda run_id: None,
+    ) -> None:
         self.control = control
         self.fab = fab  # the app bundle, built once
         self.overrides = dict(overrides)
         self.min_clients = min_clients
+        self.on_start = on_start
         self.current: int | None = None  # the session this controller started and has not seen end
         self._last = ""
+        self._orphans_checked = False
 
     def _say(self, decision: str) -> str:
         if decision != self._last:
@@ -50,6 +64,13 @@ class Controller:
         """Look once and act: wait for a running session, idle, or start one."""
         runs = self.control.runs()
         active = [r for r in runs if r.status != FINISHED]
+        if not self._orphans_checked:
+            # The controller starts with its SuperLink: a run still open now lost its ServerApp
+            # (the server was killed); stop it so the next session resumes from the checkpoint.
+            self._orphans_checked = True
+            for run in active:
+                self.control.stop_run(run.run_id)
+                self._say(f"stopping session {run.run_id}, left {run.status} by a previous server process")
         if active:
             return self._say(f"session {active[-1].run_id} is {active[-1].status}; waiting for it to finish")
         if self.current is not None:
@@ -61,6 +82,7 @@ class Controller:
             return self._say(f"idle: {len(online)} of {self.min_clients} clients online")
         run_id = self.control.start_run(self.fab, self.overrides)
         self.current = run_id
+        self.on_start(run_id)
         return self._say(f"started session {run_id} with {len(online)} clients online")
 
     def run(self, stop: threading.Event, poll: float = 2.0) -> None:
@@ -73,14 +95,29 @@ class Controller:
             stop.wait(poll)
 
 
+def tail_session(connect: Callable[[], Any], run_id: int, path: Path) -> None:
+    """Append a session's ServerApp log (rounds, rejected updates and why) to ``path`` as it is written."""
+    control = connect()
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"=== session {run_id} ===\n")
+            for text in control.logs(run_id):
+                fh.write(text if text.endswith("\n") else text + "\n")
+                fh.flush()
+    except Exception as err:  # noqa: BLE001 - the SuperLink went away; the session's log stays in its database
+        log.warning("log of session %d no longer followed: %s", run_id, err)
+    finally:
+        control.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zk0.deploy.controller")
     parser.add_argument("--address", required=True)
-    parser.add_argument("--app-dir", type=Path, required=True)
     parser.add_argument("--min-clients", type=int, required=True)
     parser.add_argument("--overrides", default="{}", help="run-config overrides as a JSON object")
     parser.add_argument("--root-certificates", type=Path)
     parser.add_argument("--poll", type=float, default=2.0)
+    parser.add_argument("--session-log", type=Path, help="append each session's ServerApp log here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
@@ -90,11 +127,20 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    control = Control(args.address, root_certificates=args.root_certificates)
-    log.info("controller watching %s: a session starts when %d clients are online", args.address, args.min_clients)
+
+    def connect() -> Control:
+        return Control(args.address, root_certificates=args.root_certificates)
+
+    def tail(run_id: int) -> None:
+        if args.session_log is not None:
+            threading.Thread(target=tail_session, args=(connect, run_id, args.session_log), daemon=True).start()
+
+    control = connect()
     try:
-        fab = build_fab(args.app_dir)
-        Controller(control, fab, json.loads(args.overrides), args.min_clients).run(stop, args.poll)
+        fab = build_fab()
+        # zk0bot server start waits for this line: the controller is ready.
+        log.info(READY + " %s: a session starts when %d clients are online", args.address, args.min_clients)
+        Controller(control, fab, json.loads(args.overrides), args.min_clients, on_start=tail).run(stop, args.poll)
     finally:
         control.close()
         log.info("controller stopped")

@@ -115,3 +115,18 @@ def live_pid(path: Path) -> int | None:
         pass
     path.unlink(missing_ok=True)
     return None
+
+
+def wait_for_line(path: Path, text: str, timeout: float, proc: subprocess.Popen, offset: int = 0) -> None:
+    """Wait until ``text`` appears in ``path`` after byte ``offset``; fail early if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                if text.encode() in fh.read():
+                    return
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited with code {proc.returncode}")
+        time.sleep(0.2)
+    raise TimeoutError(f"'{text}' did not appear in {path} after {timeout:.0f} s")

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from zk0.deploy import DeployError, ensure_writable, flower, tls
-from zk0.deploy.process import bind_error, live_pid, spawn, stop_tree, wait_for_port, write_pid
+from zk0.deploy.controller import READY
+from zk0.deploy.process import bind_error, live_pid, spawn, stop_tree, wait_for_line, wait_for_port, write_pid
 from zk0.errors import RuntimeFailure
-from zk0.paths import ENV_HOME, source_root
+from zk0.paths import ENV_HOME
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class Server:
     def controller_log(self) -> Path:
         return self.dir / "controller.log"
 
+    @property
+    def session_log(self) -> Path:
+        """The ServerApp's log of every session (rounds, rejected updates, warnings), as the controller follows it."""
+        return self.dir / "sessions.log"
+
     def settings(self) -> ServerSettings | None:
         path = self.dir / "server.json"
         return ServerSettings(**json.loads(path.read_text())) if path.exists() else None
@@ -140,6 +146,7 @@ class Server:
                 wait_for_port(settings.host, settings.port, timeout=60, proc=link)
             except (RuntimeError, TimeoutError) as err:
                 raise RuntimeFailure(f"the SuperLink did not start ({err}); see {self.superlink_log}") from None
+            offset = self.controller_log.stat().st_size if self.controller_log.exists() else 0
             ctl = spawn(
                 [
                     sys.executable,
@@ -147,18 +154,24 @@ class Server:
                     "zk0.deploy.controller",
                     "--address",
                     settings.local_address,
-                    "--app-dir",
-                    str(source_root()),
                     "--min-clients",
                     str(settings.min_clients),
                     "--overrides",
                     json.dumps(settings.overrides),
+                    "--session-log",
+                    str(self.session_log),
                     *(["--root-certificates", str(material.ca_cert)] if material else []),
                 ],
                 self.controller_log,
                 env,
             )
             write_pid(self.controller_pid, ctl.pid)
+            try:
+                wait_for_line(self.controller_log, READY, timeout=120, proc=ctl, offset=offset)
+            except (RuntimeError, TimeoutError) as err:
+                raise RuntimeFailure(
+                    f"the session controller did not start ({err}); see {self.controller_log}"
+                ) from None
         except BaseException:
             self.stop()
             raise
