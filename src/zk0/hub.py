@@ -1,0 +1,75 @@
+"""Optional push of the global checkpoint to the Hugging Face hub.
+
+Off unless ``hub-repo-id`` is set. huggingface_hub reads the token from the
+environment itself (``HF_TOKEN`` or ``HF_TOKEN_PATH``); zk0 never passes it on.
+Uploads go through the hub's HTTP API, never git. Only the checkpoint's own
+files are sent: the federation key, logs and wandb files stay on the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from zk0.checkpoints import GLOBAL_FILE, KEY_FILE
+from zk0.errors import ConfigError
+
+# Files of a checkpoint directory that are uploaded, and those that never are.
+UPLOADED: tuple[str, ...] = (GLOBAL_FILE,)
+NEVER_UPLOADED: tuple[str, ...] = (KEY_FILE, ".*", "wandb/*")
+
+
+class HubPushError(RuntimeError):
+    """A push failed (network, auth, hub error); the caller logs it and training goes on."""
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Raise ConfigError for a malformed hub repo id; empty means off and is fine."""
+    if not repo_id:
+        return
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ConfigError(f"setting 'hub-repo-id' must be 'name' or 'owner/name' on the hub, got {repo_id!r}") from err
+
+
+def should_push(repo_id: str, round: int, *, checkpoint_every: int, final: bool) -> bool:
+    """Push when a repo is set and ``round`` is a checkpoint round (a multiple of ``checkpoint_every`` > 0) or final."""
+    if not repo_id or round < 1:
+        return False
+    return final or (checkpoint_every > 0 and round % checkpoint_every == 0)
+
+
+def push(directory: Path, repo_id: str, round: int, *, api: Any = None, files: Sequence[str] = UPLOADED) -> str:
+    """Upload ``files`` of ``directory`` to the model repo ``repo_id`` (made if missing); the commit URL.
+
+    ``api`` is an object with HfApi's ``create_repo`` and ``upload_folder`` (default: a new ``HfApi()``).
+    """
+    import httpx
+
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    try:
+        api.create_repo(repo_id, exist_ok=True, repo_type="model")
+        info = api.upload_folder(
+            folder_path=directory,
+            repo_id=repo_id,
+            repo_type="model",
+            commit_message=f"zk0 global model, round {round}",
+            allow_patterns=list(files),
+            ignore_patterns=list(NEVER_UPLOADED),
+        )
+    except (OSError, ValueError, httpx.HTTPError) as err:
+        raise HubPushError(f"pushing round {round} to the hub repo {repo_id} failed: {_line(err)}") from err
+    return str(getattr(info, "commit_url", info))
+
+
+def _line(err: BaseException) -> str:
+    """The error on one line, at most 300 characters."""
+    text = " ".join(str(err).split())
+    return (text[:297] + "...") if len(text) > 300 else text or type(err).__name__
