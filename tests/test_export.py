@@ -136,7 +136,7 @@ def test_bad_inputs_are_one_line_and_leave_nothing_behind(state, kit, tmp_path, 
         (["latest", out, "--stats-from", dataset, "--state-dir", damaged], "does not match its recorded digest"),
         (
             ["5", out, "--stats-from", dataset],
-            f"round 5 has no checkpoint in {server_dir(state)}; there is: latest (round 2)",
+            f"round 5 has no checkpoint in {server_dir(state)}; saved rounds: none; 'latest' is round 2",
         ),
         (["five", out, "--stats-from", dataset], "ROUND must be a round number or 'latest', got 'five'"),
         (["2", taken, "--stats-from", dataset], f"{taken} already exists and is not empty"),

@@ -15,7 +15,7 @@ from flwr.common.serde import message_from_proto, message_to_proto
 
 from zk0 import checkpoints
 from zk0 import config as keys
-from zk0.client_app import train_handler
+from zk0.client_app import evaluate_handler, train_handler
 from zk0.config import RunConfig
 from zk0.datasets import split_episodes
 from zk0.integrity import digest
@@ -94,6 +94,9 @@ class InProcessGrid:
                 state=RecordDict(),
                 run_config=self.run_config,
             )
+            if msg.metadata.message_type.startswith("evaluate"):
+                replies.append(self._over_the_wire(evaluate_handler(self._over_the_wire(msg), ctx)))
+                continue
             reply = train_handler(self._over_the_wire(msg), ctx)
             self.honest[node] = from_arrays(reply.content["arrays"])
             if node in self.tamper:
@@ -175,3 +178,34 @@ def test_a_round_with_too_few_valid_updates_keeps_the_global_model(federation, t
     assert meta["round"] == "1" and meta["digest"] == digest(initial)
     (line,) = checkpoints.read_history(out)
     assert line["accepted"] == 2 and line["rejected"] == 1 and "train" not in line
+
+
+def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(federation, tmp_path):
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    from zk0.export import find_checkpoint
+
+    grid, _ = federation
+    grid.datasets = {n: grid.datasets[n] for n in (1, 3)}
+    grid.run_config |= {"min-clients": 2, "fraction-evaluate": 1.0, "eval-every": 2, "checkpoint-every": 2}
+    cfg = RunConfig.from_run_config(grid.run_config | {"num-server-rounds": 3})
+    out = tmp_path / "server"
+    initial = to_arrays(trainable_state(build_policy(cfg)), "float32")
+
+    Zk0Strategy(cfg, out, run_id=1).start(grid=grid, initial_arrays=initial, num_rounds=3, timeout=60)
+
+    lines = {h["round"]: h for h in checkpoints.read_history(out)}
+    assert sorted(lines) == [0, 1, 2, 3]
+    # Round 0 evaluates the untrained model and trains nothing; then every 2nd round and the last.
+    assert "train" not in lines[0] and lines[0]["start-digest"] == digest(initial)
+    assert [r for r in lines if lines[r]["evaluate"]] == [0, 2, 3]
+    assert {c["node-id"] for c in lines[0]["eval-clients"]} == {1, 3}
+    assert lines[0]["evaluate"]["eval-loss"] > 0 and lines[0]["evaluate"]["action-mse"] > 0
+    # LeRobot-layout checkpoints at rounds 2 and 3 (the last), and latest pointing at the newest.
+    assert checkpoints.saved_rounds(out) == [2, 3]
+    assert (out / "checkpoints" / "latest").resolve() == checkpoints.round_dir(out, 3)
+    round_2 = find_checkpoint(out, "2")
+    assert round_2.round == 2 and round_2.cfg == cfg
+    assert digest(to_arrays(round_2.tensors, "float32")) == lines[2]["digest"]
+    loaded = SmolVLAPolicy.from_pretrained(checkpoints.round_dir(out, 3))
+    assert all(torch.equal(v, trainable_state(loaded)[k]) for k, v in find_checkpoint(out, "latest").tensors.items())

@@ -22,6 +22,8 @@ class TwoNodeGrid:
         return [5, 6]
 
 
+# The toy tensors below fit no real model: no LeRobot-layout checkpoints in these tests (test_rounds has them).
+TOY = {"checkpoint-every": 0}
 GLOBAL = {"a.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b.bias": torch.tensor([0.5, -0.5, 1.0])}
 
 
@@ -41,7 +43,9 @@ def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", cl
 
 @pytest.fixture
 def strategy(tiny_run_config, tmp_path):
-    cfg = RunConfig.from_run_config(tiny_run_config | {"wire-dtype": "bfloat16", "proximal-mu": 0.01, "min-clients": 1})
+    cfg = RunConfig.from_run_config(
+        tiny_run_config | TOY | {"wire-dtype": "bfloat16", "proximal-mu": 0.01, "min-clients": 1}
+    )
     s = Zk0Strategy(cfg, tmp_path, run_id=42)
     s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())  # what configure_train does with the global model
     s._round = {"round": 1}
@@ -106,7 +110,7 @@ def test_error_replies_and_zero_weights_leave_the_model_unchanged(strategy):
 def test_fewer_valid_updates_than_min_clients_keep_the_model_and_still_count_the_round(
     tiny_run_config, tmp_path, caplog
 ):
-    cfg = RunConfig.from_run_config(tiny_run_config | {"min-clients": 2})
+    cfg = RunConfig.from_run_config(tiny_run_config | TOY | {"min-clients": 2})
     s = Zk0Strategy(cfg, tmp_path, run_id=1)
     s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
     s._round = {"round": 1}
@@ -149,7 +153,7 @@ def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
 
 
 def test_rounds_continue_from_earlier_sessions(tiny_run_config, tmp_path):
-    cfg = RunConfig.from_run_config(tiny_run_config | {"num-server-rounds": 3})
+    cfg = RunConfig.from_run_config(tiny_run_config | TOY | {"num-server-rounds": 3})
     s = Zk0Strategy(cfg, tmp_path, run_id=9, rounds_done=4, target=6)
 
     messages = list(s.configure_train(1, to_arrays(GLOBAL, "float32"), ConfigRecord(), TwoNodeGrid()))
@@ -175,7 +179,7 @@ def test_a_reply_whose_digest_does_not_match_its_arrays_is_rejected(strategy, ca
 
 
 def test_updates_beyond_max_update_norm_are_rejected(tiny_run_config, tmp_path, caplog):
-    cfg = RunConfig.from_run_config(tiny_run_config | {"max-update-norm": 1.0, "min-clients": 1})
+    cfg = RunConfig.from_run_config(tiny_run_config | TOY | {"max-update-norm": 1.0, "min-clients": 1})
     s = Zk0Strategy(cfg, tmp_path)
     s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
     s._round = {"round": 1}

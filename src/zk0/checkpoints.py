@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 GLOBAL_FILE = "global.safetensors"
 HISTORY_FILE = "history.jsonl"
 KEY_FILE = "federation.key"
+# Per-round LeRobot-loadable checkpoints: checkpoints/round-00005/, and checkpoints/latest -> the newest.
+ROUNDS_DIR = "checkpoints"
+LATEST = "latest"
 
 
 @contextmanager
@@ -56,6 +59,14 @@ def save_global(directory: Path, tensors: Mapping[str, torch.Tensor], metadata: 
     return path
 
 
+def read_metadata(directory: Path) -> dict[str, str]:
+    """The metadata :func:`save_global` wrote, without reading the tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(directory / GLOBAL_FILE), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
 def load_global(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read what :func:`save_global` wrote: tensors and metadata."""
     from safetensors import safe_open
@@ -73,6 +84,38 @@ def federation_key(directory: Path) -> bytes:
         with _atomic(path) as tmp:  # mkstemp makes the file 0600
             tmp.write_text(secrets.token_hex(32))
     return bytes.fromhex(path.read_text().strip())
+
+
+def verify(directory: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """Raise PolicyError if the tensors do not hash to the digest saved with them."""
+    if "digest" not in metadata:
+        return
+    from zk0.integrity import digest
+    from zk0.policy import to_arrays
+
+    if digest(to_arrays(tensors, "float32")) != metadata["digest"]:
+        raise PolicyError(
+            f"the checkpoint in {directory / GLOBAL_FILE} does not match its recorded digest; "
+            "it was altered or damaged: restore it from a backup or move it away to start over"
+        )
+
+
+def round_dir(directory: Path, rnd: int) -> Path:
+    """Where round ``rnd``'s LeRobot-loadable checkpoint lives."""
+    return directory / ROUNDS_DIR / f"round-{rnd:05d}"
+
+
+def saved_rounds(directory: Path) -> list[int]:
+    return sorted(int(p.name.removeprefix("round-")) for p in (directory / ROUNDS_DIR).glob("round-*[0-9]"))
+
+
+def point_latest(directory: Path, rnd: int) -> None:
+    """Make ``checkpoints/latest`` point at round ``rnd``'s directory, atomically (symlink, then rename)."""
+    link = directory / ROUNDS_DIR / LATEST
+    tmp = link.with_name(f".{LATEST}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(round_dir(directory, rnd).name, tmp)
+    os.replace(tmp, link)
 
 
 def append_history(directory: Path, record: Mapping[str, Any]) -> None:
@@ -102,15 +145,7 @@ def resume(
     if not (directory / GLOBAL_FILE).exists():
         return fresh, 0, num_rounds
     tensors, metadata = load_global(directory)
-    if "digest" in metadata:
-        from zk0.integrity import digest
-        from zk0.policy import to_arrays
-
-        if digest(to_arrays(tensors, "float32")) != metadata["digest"]:
-            raise PolicyError(
-                f"the checkpoint in {directory / GLOBAL_FILE} does not match its recorded digest; "
-                "it was altered or damaged: restore it from a backup or move it away to start over"
-            )
+    verify(directory, tensors, metadata)
     if {k: tuple(v.shape) for k, v in tensors.items()} != {k: tuple(v.shape) for k, v in fresh.items()}:
         raise PolicyError(
             f"the checkpoint in {directory} does not fit this model's trainable parameters; "

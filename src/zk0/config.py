@@ -41,7 +41,7 @@ ACTION_MSE = "action-mse"
 
 
 # Field annotations (strings under postponed evaluation) to the type a value must have.
-_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "WireDtype": str, "Device": str}
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "WireDtype": str, "Device": str}
 
 
 def _key(name: str) -> str:
@@ -125,6 +125,16 @@ class RunConfig:
     eval_fraction: float
     # Batches of held-out data per evaluation; 0 evaluates all of it.
     eval_batches: int
+    # Evaluate every this many rounds (and the last round of a session); round 0, the
+    # untrained model, is evaluated when a federation starts.
+    eval_every: int
+    # --- results ---------------------------------------------------------------
+    # Save a LeRobot-loadable checkpoint every this many rounds (and at a session's end); 0: at the end only.
+    checkpoint_every: int
+    # Push each saved checkpoint to this hub model repo (token from HF_TOKEN / HF_TOKEN_PATH); empty: never.
+    hub_repo_id: str
+    # Log round metrics to Weights & Biases from the server (needs WANDB_API_KEY, or WANDB_MODE=offline).
+    use_wandb: bool
     # --- transport and reproducibility ---------------------------------------
     wire_dtype: WireDtype
     seed: int
@@ -141,6 +151,7 @@ class RunConfig:
             "min-clients",
             "local-steps",
             "batch-size",
+            "eval-every",
         ):
             _check_range(key, getattr(self, key.replace("-", "_")), low=1)
         if self.n_action_steps > self.chunk_size:
@@ -154,6 +165,7 @@ class RunConfig:
         _check_range("max-update-norm", self.max_update_norm, low=0.0)
         _check_range("eval-fraction", self.eval_fraction, low=0.0, high=0.9)
         _check_range("eval-batches", self.eval_batches, low=0)
+        _check_range("checkpoint-every", self.checkpoint_every, low=0)
         _check_choice("wire-dtype", self.wire_dtype, get_args(WireDtype))
         if not self.model.strip():
             raise ConfigError("setting 'model' must name a hub id or a local directory, got ''")

@@ -26,7 +26,7 @@ from zk0.errors import PolicyError, UserError
 if TYPE_CHECKING:
     import torch
 
-LATEST = "latest"
+LATEST = checkpoints.LATEST
 
 
 class ExportError(UserError):
@@ -45,27 +45,28 @@ class Checkpoint:
 def find_checkpoint(server: Path, which: str) -> Checkpoint:
     """The checkpoint of round ``which`` (a number or 'latest') in the server dir ``server``.
 
-    Only the latest global checkpoint is kept for now; per-round ones slot in here.
+    'latest' is the server's newest global model (saved every round); a
+    number is one of the rounds saved every ``checkpoint-every`` rounds.
     """
     if which != LATEST and not which.isdigit():
         raise ExportError(f"ROUND must be a round number or '{LATEST}', got {which!r}")
+    directory = server if which == LATEST else checkpoints.round_dir(server, int(which))
     if not (server / checkpoints.GLOBAL_FILE).is_file():
         raise ExportError(f"no global checkpoint in {server}; train a round first, or pass the server's --state-dir")
-    tensors, metadata = checkpoints.load_global(server)
+    if not (directory / checkpoints.GLOBAL_FILE).is_file():
+        saved = ", ".join(str(r) for r in checkpoints.saved_rounds(server)) or "none"
+        latest = checkpoints.read_metadata(server).get("round", "?")
+        raise ExportError(
+            f"round {which} has no checkpoint in {server}; saved rounds: {saved}; '{LATEST}' is round {latest}"
+        )
+    tensors, metadata = checkpoints.load_global(directory)
     if "run-config" not in metadata or "round" not in metadata:
-        raise ExportError(f"the checkpoint in {server} has no run settings (saved by an older zk0); train a round")
-    if "digest" in metadata:
-        from zk0.integrity import digest
-        from zk0.policy import to_arrays
-
-        if digest(to_arrays(tensors, "float32")) != metadata["digest"]:
-            raise ExportError(
-                f"the checkpoint in {server} does not match its recorded digest; it was altered or damaged"
-            )
-    saved = int(metadata["round"])
-    if which != LATEST and int(which) != saved:
-        raise ExportError(f"round {which} has no checkpoint in {server}; there is: {LATEST} (round {saved})")
-    return Checkpoint(saved, RunConfig.from_run_config(json.loads(metadata["run-config"])), tensors)
+        raise ExportError(f"the checkpoint in {directory} has no run settings (saved by an older zk0); train a round")
+    try:
+        checkpoints.verify(directory, tensors, metadata)
+    except PolicyError as err:
+        raise ExportError(str(err)) from None
+    return Checkpoint(int(metadata["round"]), RunConfig.from_run_config(json.loads(metadata["run-config"])), tensors)
 
 
 def dataset_stats(cfg: RunConfig, uri: str, spec: str = "") -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
@@ -87,12 +88,15 @@ def save_policy_dir(
     out: Path,
     stats: dict[str, dict[str, Any]] | None,
     rename_map: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write SmolVLA with ``trainable`` loaded, plus pre/post processors with ``stats``, to ``out``.
 
     ``rename_map`` (dataset camera key → model camera key) is applied by the
-    saved preprocessor. Everything is written to a temp dir beside ``out`` and
-    renamed at the end, so ``out`` is complete or absent.
+    saved preprocessor. With ``metadata`` the trainable tensors are saved
+    beside, as zk0's own checkpoint file (what ``find_checkpoint`` reads).
+    Everything is written to a temp dir beside ``out`` and renamed at the end,
+    so ``out`` is complete or absent.
     """
     from lerobot.policies.factory import make_pre_post_processors
     from lerobot.processor.rename_processor import RenameObservationsProcessorStep
@@ -115,6 +119,8 @@ def save_policy_dir(
         policy.save_pretrained(tmp)
         pre.save_pretrained(tmp)
         post.save_pretrained(tmp)
+        if metadata is not None:
+            checkpoints.save_global(tmp, trainable, metadata)
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; give it the mode mkdir would
         try:
             os.replace(tmp, out)  # replaces an empty directory, refuses a non-empty one

@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from zk0 import checkpoints
@@ -116,7 +117,28 @@ class Zk0Strategy(FedAvg):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return super().configure_evaluate(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
+        rnd = self.rounds_done + server_round
+        if rnd % self.cfg.eval_every and rnd != self.target:
+            return []  # not an evaluation round (eval-every); the last round of a session always is
+        return super().configure_evaluate(rnd, self._encode(arrays, config), config, grid)
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Flower's round loop, after a round-0 evaluation of the untrained model when a federation starts."""
+        if self.rounds_done == 0 and self.cfg.fraction_evaluate > 0:
+            log.info("round 0: evaluating the initial global model (the baseline every round is compared with)")
+            self._round = {"round": 0, "started": time.time(), "start-digest": digest(initial_arrays)}
+            messages = self.configure_evaluate(0, initial_arrays, ConfigRecord(dict(evaluate_config or {})), grid)
+            self.aggregate_evaluate(0, grid.send_and_receive(messages=messages, timeout=timeout))
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
 
     def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
         """Decode one reply and check it against the global model; raises ValueError on a bad update."""
@@ -229,6 +251,25 @@ class Zk0Strategy(FedAvg):
         }
         checkpoints.save_global(self.out_dir, tensors, metadata)
         self._round["digest"] = metadata["digest"]
+        every = self.cfg.checkpoint_every
+        if (every and rnd % every == 0) or rnd == self.target:
+            self._save_round(rnd, tensors, metadata)
+
+    def _save_round(self, rnd: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        """A LeRobot-loadable checkpoint of this round, and ``checkpoints/latest`` pointing at it."""
+        from zk0.export import save_policy_dir
+
+        path = checkpoints.round_dir(self.out_dir, rnd)
+        try:
+            if path.exists():
+                shutil.rmtree(path)  # the round was trained again after a crash
+            save_policy_dir(self.cfg, tensors, path, stats=None, metadata=metadata)
+            checkpoints.point_latest(self.out_dir, rnd)
+        except OSError as err:  # training goes on: global.safetensors holds the model
+            log.error("round %d: could not save the checkpoint %s: %s", rnd, path, err)
+            return
+        self._round["checkpoint"] = str(path)
+        log.info("round %d: saved %s (LeRobot layout; zk0bot export adds your dataset's stats)", rnd, path)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)

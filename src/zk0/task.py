@@ -74,6 +74,13 @@ def _batch_size(batch: Batch) -> int:
     return len(batch["action"])
 
 
+def progress(step: int, steps: int, loss: float, seconds: float, width: int = 20) -> str:
+    """A progress bar for the client's log: ``[#####---------------] step 50/200 loss 0.5312 2.1 steps/s``."""
+    done = width * step // steps
+    rate = step / max(seconds, 1e-9)
+    return f"[{'#' * done}{'-' * (width - done)}] step {step}/{steps} loss {loss:.4f} {rate:.1f} steps/s"
+
+
 def train(
     policy: torch.nn.Module,
     loader: Iterable[Batch],
@@ -109,8 +116,8 @@ def train(
         n = _batch_size(raw)
         total_loss += loss.item() * n
         seen += n
-        if step == 1 or step % 10 == 0 or step == steps:
-            log.info("step %d/%d loss %.4f", step, steps, loss.item())
+        if step == 1 or step % max(1, steps // 10) == 0 or step == steps:
+            log.info("%s", progress(step, steps, loss.item(), time.perf_counter() - start))
     seconds = time.perf_counter() - start
     return TrainResult(loss=total_loss / max(seen, 1), num_examples=seen, steps=steps, seconds=seconds)
 
