@@ -37,20 +37,25 @@ class RecordingApi:
         files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
         self.sent = list(
             filter_repo_objects(
-                files, allow_patterns=kwargs["allow_patterns"], ignore_patterns=kwargs["ignore_patterns"]
+                files, allow_patterns=kwargs.get("allow_patterns"), ignore_patterns=kwargs.get("ignore_patterns")
             )
         )
         return COMMIT_URL
 
 
+# A round's checkpoint (LeRobot policy files and zk0's own), and what must never leave the server.
+CHECKPOINT = ["config.json", GLOBAL_FILE, "model.safetensors", "policy_preprocessor.json"]
+NEVER = [KEY_FILE, HISTORY_FILE, f".{GLOBAL_FILE}.tmp1", "sub/.hidden", "wandb/offline-run-1/run-1.wandb"]
+
+
 @pytest.fixture
-def server_dir(tmp_path):
-    """A server dir as training leaves it: the checkpoint, history, the federation key, wandb files, a temp file."""
-    server = tmp_path / "server"
-    (server / "wandb" / "offline-run-1").mkdir(parents=True)
-    for name in (GLOBAL_FILE, HISTORY_FILE, KEY_FILE, "wandb/offline-run-1/run-1.wandb", f".{GLOBAL_FILE}.tmp1"):
-        (server / name).write_bytes(b"x")
-    return server
+def round_dir(tmp_path):
+    """A checkpoint directory holding, by mistake, the files that are never sent too."""
+    directory = tmp_path / "server" / "checkpoints" / "round-00007"
+    for name in CHECKPOINT + NEVER:
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_bytes(b"x")
+    return directory
 
 
 @pytest.fixture
@@ -95,28 +100,20 @@ def test_check_repo_id_rejects_with_the_value_quoted(repo_id):
     assert repr(repo_id) in str(err.value)
 
 
-def test_push_creates_the_repo_and_uploads_only_the_checkpoint(server_dir, git_spy):
+def test_push_creates_the_repo_and_uploads_the_checkpoint_over_http(round_dir, git_spy):
     api = RecordingApi()
 
-    url = hub.push(server_dir, "me/zk0-model", 7, api=api)
+    url = hub.push(round_dir, "me/zk0-model", 7, api=api)
 
     assert url == COMMIT_URL
     assert [name for name, _, _ in api.calls] == ["create_repo", "upload_folder"]
     assert api.calls[0][1:] == (("me/zk0-model",), {"exist_ok": True, "repo_type": "model"})
     upload = api.calls[1][2]
-    assert upload["folder_path"] == server_dir and upload["repo_id"] == "me/zk0-model"
+    assert upload["folder_path"] == round_dir and upload["repo_id"] == "me/zk0-model"
     assert upload["repo_type"] == "model" and upload["commit_message"] == "zk0 global model, round 7"
     assert "token" not in upload and "token" not in api.calls[0][2]
-    assert api.sent == [GLOBAL_FILE]
+    assert api.sent == CHECKPOINT  # not the key, the history, hidden, temp or wandb files
     assert not git_spy.exists()
-
-
-def test_even_a_wider_file_list_never_sends_the_key_wandb_or_temp_files(server_dir):
-    api = RecordingApi()
-
-    hub.push(server_dir, "me/zk0-model", 1, api=api, files=["*"])
-
-    assert api.sent == [GLOBAL_FILE, HISTORY_FILE]
 
 
 def _hub_401():
@@ -137,23 +134,23 @@ def _no_network():
 
 
 @pytest.mark.parametrize(("make", "reason"), [(_hub_401, "401 Client Error"), (_no_network, "[Errno -3]")])
-def test_a_hub_or_network_error_becomes_one_line(server_dir, make, reason):
+def test_a_hub_or_network_error_becomes_one_line(round_dir, make, reason):
     api = RecordingApi(fail=make())
 
     with pytest.raises(hub.HubPushError) as err:
-        hub.push(server_dir, "me/zk0-model", 3, api=api)
+        hub.push(round_dir, "me/zk0-model", 3, api=api)
 
     assert isinstance(err.value, RuntimeError)
     assert str(err.value).startswith(f"pushing round 3 to the hub repo me/zk0-model failed: {reason}")
     assert "\n" not in str(err.value)
 
 
-def test_the_real_client_offline_fails_in_one_line_without_git_or_the_token(server_dir, git_spy, monkeypatch):
+def test_the_real_client_offline_fails_in_one_line_without_git_or_the_token(round_dir, git_spy, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_TOKEN", PLANTED_TOKEN)
 
     with pytest.raises(hub.HubPushError, match="offline mode is enabled") as err:
-        hub.push(server_dir, "me/zk0-model", 2)
+        hub.push(round_dir, "me/zk0-model", 2)
 
     assert "\n" not in str(err.value) and PLANTED_TOKEN not in str(err.value)
     assert not git_spy.exists()

@@ -1,23 +1,22 @@
-"""Optional push of the global checkpoint to the Hugging Face hub.
+"""Optional push of a round's checkpoint directory to the Hugging Face hub.
 
 Off unless ``hub-repo-id`` is set. huggingface_hub reads the token from the
 environment itself (``HF_TOKEN`` or ``HF_TOKEN_PATH``); zk0 never passes it on.
-Uploads go through the hub's HTTP API, never git. Only the checkpoint's own
-files are sent: the federation key, logs and wandb files stay on the server.
+Uploads go through the hub's HTTP API, never git. A push sends one round's
+checkpoint directory; the federation key, the round history, hidden or
+temporary files and wandb files are never sent, whatever directory is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from zk0.checkpoints import GLOBAL_FILE, KEY_FILE
+from zk0.checkpoints import HISTORY_FILE, KEY_FILE
 from zk0.errors import ConfigError
 
-# Files of a checkpoint directory that are uploaded, and those that never are.
-UPLOADED: tuple[str, ...] = (GLOBAL_FILE,)
-NEVER_UPLOADED: tuple[str, ...] = (KEY_FILE, ".*", "wandb/*")
+# Never uploaded (fnmatch patterns on paths relative to the pushed directory).
+NEVER_UPLOADED: tuple[str, ...] = (KEY_FILE, HISTORY_FILE, ".*", "*/.*", "wandb/*")
 
 
 class HubPushError(RuntimeError):
@@ -43,8 +42,8 @@ def should_push(repo_id: str, round: int, *, checkpoint_every: int, final: bool)
     return final or (checkpoint_every > 0 and round % checkpoint_every == 0)
 
 
-def push(directory: Path, repo_id: str, round: int, *, api: Any = None, files: Sequence[str] = UPLOADED) -> str:
-    """Upload ``files`` of ``directory`` to the model repo ``repo_id`` (made if missing); the commit URL.
+def push(directory: Path, repo_id: str, round: int, *, api: Any = None) -> str:
+    """Upload ``directory`` (a round's checkpoint) to the model repo ``repo_id``, made if missing; the commit URL.
 
     ``api`` is an object with HfApi's ``create_repo`` and ``upload_folder`` (default: a new ``HfApi()``).
     """
@@ -61,7 +60,6 @@ def push(directory: Path, repo_id: str, round: int, *, api: Any = None, files: S
             repo_id=repo_id,
             repo_type="model",
             commit_message=f"zk0 global model, round {round}",
-            allow_patterns=list(files),
             ignore_patterns=list(NEVER_UPLOADED),
         )
     except (OSError, ValueError, httpx.HTTPError) as err:
