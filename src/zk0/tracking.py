@@ -82,17 +82,17 @@ class Tracker:
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
-        settings = wandb.Settings(
-            silent=True,
-            console="off",  # zk0's own log has the round lines; keep wandb out of stdout
-            disable_git=True,
-            disable_code=True,
-            save_code=False,
-            x_disable_meta=True,  # no host facts or process arguments
-            x_disable_stats=True,  # no system metrics: the server does not train
-            x_save_requirements=False,
-        )
         try:
+            settings = wandb.Settings(
+                silent=True,
+                console="off",  # zk0's own log has the round lines; keep wandb out of stdout
+                disable_git=True,
+                disable_code=True,
+                save_code=False,
+                x_disable_meta=True,  # no host facts or process arguments
+                x_disable_stats=True,  # no system metrics: the server does not train
+                x_save_requirements=False,
+            )
             run = wandb.init(
                 project=project,
                 name=run_name,
@@ -101,7 +101,7 @@ class Tracker:
                 settings=settings,
                 reinit="create_new",
             )
-        except Exception as err:  # wandb raises its own errors (network, auth); training goes on
+        except Exception as err:  # wandb's own errors (network, auth, settings); training goes on
             log.warning("wandb: could not start a run, tracking is off for this session: %s", _line(err))
             return cls()
         return cls(run)
