@@ -160,9 +160,14 @@ def test_unknown_client_and_missing_name(tmp_path, capsys):
         ("local-epochs=2", "unknown setting(s) local-epochs"),
         ("batch-size=eight", "'batch-size' must be int, got 'eight'"),
         ("novalue", "must be key=value"),
+        ('hub-repo-id="a/b/c"', "'hub-repo-id' must be 'name' or 'owner/name'"),
+        ("use-wandb=true", "WANDB_API_KEY"),
+        ('eval-dataset-uri="s3://x/y"', "unknown scheme 's3'"),
     ],
 )
-def test_server_start_rejects_bad_settings_before_starting_anything(tmp_path, capsys, setting, message):
+def test_server_start_rejects_bad_settings_before_starting_anything(tmp_path, capsys, monkeypatch, setting, message):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     code, _, err = run_cli(["server", "start", "--state-dir", str(tmp_path), "--set", setting], capsys)
 
     assert code == 2 and message in err and "Traceback" not in err
@@ -266,10 +271,18 @@ def test_demo_runs_a_round_offline_and_stops_what_it_started(tmp_path):
 
     assert result.returncode == 0, result.stderr[-3000:]
     assert "round 1/2: 2 updates" in result.stderr and "round 2/2: 2 updates" in result.stderr
-    assert "zk0 demo: 2 rounds" in result.stdout
+    assert "round 0 (untrained): eval loss" in result.stderr
+    summary, report = result.stdout.split("zk0: 3 round(s)")
+    assert "zk0 demo: 2 rounds" in summary
     # The summary reports a train loss for both clients in every round.
-    rows = [line for line in result.stdout.splitlines() if line.startswith("│")]
+    rows = [line for line in summary.splitlines() if line.startswith("│")]
     assert len(rows) == 2 and all(len(re.findall(r"\d+\.\d{3}", row.split("│")[3])) == 2 for row in rows)
+    # Then zk0bot report's table (round 0 has no training), its plot, and the exported policy acting.
+    table = [line.split("│")[1:-1] for line in report.splitlines() if line.startswith("│")]
+    assert [cells[0].strip() for cells in table] == ["0", "1", "2"] and table[0][1].strip() == "-"
+    (png,) = re.findall(r"plot: (\S+\.png)", result.stderr)
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "predicted an action chunk of shape (1, 10, 6)" in result.stderr
     assert leftover(tmp_path) == ""
 
 

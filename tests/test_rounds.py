@@ -180,14 +180,24 @@ def test_a_round_with_too_few_valid_updates_keeps_the_global_model(federation, t
     assert line["accepted"] == 2 and line["rejected"] == 1 and "train" not in line
 
 
-def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(federation, tmp_path):
+def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(federation, tmp_path, monkeypatch, zk0_log):
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     from zk0.export import find_checkpoint
 
+    monkeypatch.setenv("WANDB_MODE", "offline")  # wandb on, writing its run files locally
+    monkeypatch.setenv("HOME", str(tmp_path))
     grid, _ = federation
     grid.datasets = {n: grid.datasets[n] for n in (1, 3)}
-    grid.run_config |= {"min-clients": 2, "fraction-evaluate": 1.0, "eval-every": 2, "checkpoint-every": 2}
+    grid.run_config |= {
+        "min-clients": 2,
+        "fraction-evaluate": 1.0,
+        "eval-every": 2,
+        "checkpoint-every": 2,
+        "use-wandb": True,
+        "hub-repo-id": "zk0-test/unreachable",  # the hub is offline here: the push fails, training goes on
+        "eval-dataset-uri": f"local:{grid.datasets[3]}",  # the server's own evaluation set
+    }
     cfg = RunConfig.from_run_config(grid.run_config | {"num-server-rounds": 3})
     out = tmp_path / "server"
     initial = to_arrays(trainable_state(build_policy(cfg)), "float32")
@@ -201,6 +211,9 @@ def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(fede
     assert [r for r in lines if lines[r]["evaluate"]] == [0, 2, 3]
     assert {c["node-id"] for c in lines[0]["eval-clients"]} == {1, 3}
     assert lines[0]["evaluate"]["eval-loss"] > 0 and lines[0]["evaluate"]["action-mse"] > 0
+    # The server evaluates the same global models on its own dataset, on the same rounds.
+    assert [r for r in lines if lines[r].get("server-evaluate")] == [0, 2, 3]
+    assert lines[0]["server-evaluate"]["eval-loss"] > 0 and lines[0]["server-evaluate"]["num-examples"] > 0
     # LeRobot-layout checkpoints at rounds 2 and 3 (the last), and latest pointing at the newest.
     assert checkpoints.saved_rounds(out) == [2, 3]
     assert (out / "checkpoints" / "latest").resolve() == checkpoints.round_dir(out, 3)
@@ -209,3 +222,6 @@ def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(fede
     assert digest(to_arrays(round_2.tensors, "float32")) == lines[2]["digest"]
     loaded = SmolVLAPolicy.from_pretrained(checkpoints.round_dir(out, 3))
     assert all(torch.equal(v, trainable_state(loaded)[k]) for k, v in find_checkpoint(out, "latest").tensors.items())
+    # Each saved round was offered to the hub; offline, the failure is one logged line and nothing stops.
+    assert zk0_log.text.count("to the hub repo zk0-test/unreachable failed") == 2
+    assert list((out / "wandb").rglob("*.wandb")), "the wandb run was written offline"

@@ -133,7 +133,7 @@ def test_history_line_records_clients_names_digest_and_bytes(strategy, tmp_path)
     (client,) = line["clients"]
     assert line["round"] == 1 and line["run-id"] == 42 and line["accepted"] == 1
     assert client["param-names-sha256"] == names_digest(GLOBAL)
-    assert client["payload-bytes"] == 2 * (4 + 3)
+    assert client["payload-bytes"] == 2 * (4 + 3) == line["bytes-received"]
     json.dumps(line)
 
 
@@ -141,6 +141,7 @@ def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
     messages = list(strategy.configure_train(2, to_arrays(GLOBAL, "float32"), ConfigRecord(), TwoNodeGrid()))
 
     assert sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
+    assert strategy._round["bytes-sent"] == 2 * 2 * (4 + 3)  # two nodes, seven bfloat16 values each
     content = messages[0].content
     assert {a.dtype for a in content["arrays"].values()} == {"bfloat16"}
     assert dict(content["config"]) == {

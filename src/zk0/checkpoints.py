@@ -100,6 +100,11 @@ def verify(directory: Path, tensors: Mapping[str, torch.Tensor], metadata: Mappi
         )
 
 
+def saved_round(rnd: int, every: int, *, final: bool) -> bool:
+    """Whether round ``rnd`` gets a LeRobot-loadable checkpoint: every ``every`` rounds (0: never) and the final one."""
+    return final or (every > 0 and rnd % every == 0)
+
+
 def round_dir(directory: Path, rnd: int) -> Path:
     """Where round ``rnd``'s LeRobot-loadable checkpoint lives."""
     return directory / ROUNDS_DIR / f"round-{rnd:05d}"

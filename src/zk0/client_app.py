@@ -8,7 +8,6 @@ leave the node.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -16,77 +15,26 @@ from flwr.clientapp import ClientApp
 
 from zk0 import config as keys
 from zk0.config import NodeConfig, RunConfig
-from zk0.datasets import (
-    DatasetSource,
-    camera_map,
-    check_so100,
-    episode_digests,
-    normalisation_stats,
-    rename_cameras,
-    split_episodes,
-)
+from zk0.datasets import episode_digests
 from zk0.integrity import IntegrityError, digest, episode_tags
 from zk0.logs import use_flower_handlers
-from zk0.policy import build_policy, from_arrays, load_trainable, to_arrays, trainable_state
-from zk0.task import Prepare, evaluate, make_loader, metrics, resolve_device, train
+from zk0.node import Node, Split, evaluate_node, open_loader, open_node
+from zk0.policy import from_arrays, to_arrays, trainable_state
+from zk0.task import metrics, train
 
 if TYPE_CHECKING:
-    import torch
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset, LeRobotDatasetMetadata
-    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
-    from torch.utils.data import DataLoader
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
 log = logging.getLogger(__name__)
 app = ClientApp()
 
 
-@dataclass
-class _Node:
-    """What both handlers need: settings, the policy holding the received weights, the data."""
-
-    cfg: RunConfig
-    node: NodeConfig
-    policy: SmolVLAPolicy
-    prepare: Prepare
-    source: DatasetSource
-    meta: LeRobotDatasetMetadata
-    episodes: list[int]  # the train or the held-out split
-    device: torch.device
-
-
-def _setup(arrays: ArrayRecord, round_config: ConfigRecord, context: Context, *, held_out: bool) -> _Node:
+def _setup(arrays: ArrayRecord, round_config: ConfigRecord, context: Context, *, split: Split) -> Node:
     use_flower_handlers()
     if round_config.get(keys.ARRAYS_DIGEST) != digest(arrays):
         raise IntegrityError("the received global parameters do not match the server's digest; refusing them")
     cfg = RunConfig.from_run_config(context.run_config)
-    node = NodeConfig.from_node_config(context.node_config)
-    source = DatasetSource.parse(node.dataset_uri)
-    meta = source.metadata()
-    cameras = check_so100(meta, state_dim=cfg.state_dim, action_dim=cfg.action_dim)
-    mapping = camera_map(cameras, cfg.camera_features, node.camera_map)
-    train_eps, eval_eps = split_episodes(meta.total_episodes, cfg.eval_fraction, cfg.seed)
-    if held_out and not eval_eps:
-        raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
-    device = resolve_device(node.device)
-    policy = build_policy(cfg, str(device))
-    load_trainable(policy, from_arrays(arrays))
-
-    from lerobot.policies.factory import make_pre_post_processors
-
-    preprocessor, _ = make_pre_post_processors(policy.config, dataset_stats=normalisation_stats(meta))
-
-    def prepare(batch: dict) -> dict:
-        return preprocessor(rename_cameras(batch, mapping))
-
-    log.info("cameras %s; %d train / %d held-out episodes", mapping, len(train_eps), len(eval_eps))
-    return _Node(cfg, node, policy, prepare, source, meta, eval_eps if held_out else train_eps, device)
-
-
-def _open_loader(n: _Node, *, shuffle: bool, seed: int) -> DataLoader:
-    from lerobot.datasets.factory import resolve_delta_timestamps
-
-    dataset = n.source.open(n.episodes, resolve_delta_timestamps(n.policy.config, n.meta))
-    return make_loader(dataset, batch_size=n.cfg.batch_size, shuffle=shuffle, seed=seed, num_workers=n.node.num_workers)
+    return open_node(cfg, NodeConfig.from_node_config(context.node_config), from_arrays(arrays), split)
 
 
 def describe_data(dataset: LeRobotDataset, key_hex: str) -> ConfigRecord:
@@ -106,10 +54,10 @@ def fit(
 
     Returns the trained parameters, the training metrics and :func:`describe_data`.
     """
-    n = _setup(arrays, round_config, context, held_out=False)
+    n = _setup(arrays, round_config, context, split="train")
     server_round = int(round_config[keys.SERVER_ROUND])
     n.policy.config.optimizer_lr = float(round_config[keys.LEARNING_RATE])
-    loader = _open_loader(n, shuffle=True, seed=n.cfg.seed + server_round)
+    loader = open_loader(n, shuffle=True, seed=n.cfg.seed + server_round)
     data = describe_data(loader.dataset, str(round_config.get(keys.DATA_KEY, "")))
     result = train(
         n.policy,
@@ -132,17 +80,7 @@ def fit(
 
 def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> MetricRecord:
     """Evaluate the received global parameters on this node's held-out episodes."""
-    n = _setup(arrays, round_config, context, held_out=True)
-    result = evaluate(
-        n.policy,
-        _open_loader(n, shuffle=False, seed=n.cfg.seed),
-        n.prepare,
-        device=n.device,
-        max_batches=n.cfg.eval_batches,
-        seed=n.cfg.seed,
-    )
-    log.info("eval: loss %.4f, action MSE %.4f on %d samples", result.loss, result.action_mse, result.num_examples)
-    return MetricRecord(dict(metrics(result)))
+    return MetricRecord(evaluate_node(_setup(arrays, round_config, context, split="held-out")))
 
 
 @app.train()

@@ -128,6 +128,8 @@ class RunConfig:
     # Evaluate every this many rounds (and the last round of a session); round 0, the
     # untrained model, is evaluated when a federation starts.
     eval_every: int
+    # The server's own evaluation set (hf:/local: URI), all its episodes, on evaluation rounds; empty: none.
+    eval_dataset_uri: str
     # --- results ---------------------------------------------------------------
     # Save a LeRobot-loadable checkpoint every this many rounds (and at a session's end); 0: at the end only.
     checkpoint_every: int

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from zk0.checkpoints import HISTORY_FILE, KEY_FILE
+from zk0.checkpoints import HISTORY_FILE, KEY_FILE, saved_round
 from zk0.errors import ConfigError
 
 # Never uploaded (fnmatch patterns on paths relative to the pushed directory).
@@ -37,9 +37,7 @@ def check_repo_id(repo_id: str) -> None:
 
 def should_push(repo_id: str, round: int, *, checkpoint_every: int, final: bool) -> bool:
     """Push when a repo is set and ``round`` is a checkpoint round (a multiple of ``checkpoint_every`` > 0) or final."""
-    if not repo_id or round < 1:
-        return False
-    return final or (checkpoint_every > 0 and round % checkpoint_every == 0)
+    return bool(repo_id) and round >= 1 and saved_round(round, checkpoint_every, final=final)
 
 
 def push(directory: Path, repo_id: str, round: int, *, api: Any = None) -> str:

@@ -23,11 +23,12 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from zk0 import checkpoints
+from zk0 import checkpoints, hub
 from zk0 import config as keys
 from zk0.config import RunConfig
 from zk0.integrity import digest, shared_episodes, update_norm
 from zk0.policy import PolicyError, from_arrays, to_arrays
+from zk0.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Zk0Strategy(FedAvg):
         self._global: dict[str, torch.Tensor] = {}  # the float32 global model this round started from
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._round: dict[str, Any] = {}
+        self.tracker = Tracker()  # off until start() opens a run (use-wandb)
 
     def summary(self) -> None:
         log.info(
@@ -112,13 +114,17 @@ class Zk0Strategy(FedAvg):
         config[keys.DATA_KEY] = checkpoints.federation_key(self.out_dir).hex()
         # The digest of the float32 global model the round starts from: a checkpoint's "digest" after a resume.
         self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": digest(arrays)}
-        return super().configure_train(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
+        encoded = self._encode(arrays, config)
+        messages = list(super().configure_train(self.rounds_done + server_round, encoded, config, grid))
+        self._round["bytes-sent"] = len(messages) * sum(len(a.data) for a in encoded.values())  # parameter bytes
+        return messages
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         rnd = self.rounds_done + server_round
-        if rnd % self.cfg.eval_every and rnd != self.target:
+        self._round["evaluated"] = not (rnd % self.cfg.eval_every and rnd != self.target)
+        if not self._round["evaluated"]:
             return []  # not an evaluation round (eval-every); the last round of a session always is
         return super().configure_evaluate(rnd, self._encode(arrays, config), config, grid)
 
@@ -133,12 +139,22 @@ class Zk0Strategy(FedAvg):
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
         """Flower's round loop, after a round-0 evaluation of the untrained model when a federation starts."""
-        if self.rounds_done == 0 and self.cfg.fraction_evaluate > 0:
-            log.info("round 0: evaluating the initial global model (the baseline every round is compared with)")
-            self._round = {"round": 0, "started": time.time(), "start-digest": digest(initial_arrays)}
-            messages = self.configure_evaluate(0, initial_arrays, ConfigRecord(dict(evaluate_config or {})), grid)
-            self.aggregate_evaluate(0, grid.send_and_receive(messages=messages, timeout=timeout))
-        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+        self.tracker = Tracker.start(
+            self.cfg.use_wandb,
+            project="zk0",
+            run_name=f"session-{self.run_id}",
+            config=self.cfg.to_run_config(),
+            directory=self.out_dir / "wandb",
+        )
+        try:
+            if self.rounds_done == 0 and self.cfg.fraction_evaluate > 0:
+                log.info("round 0: evaluating the initial global model (the baseline every round is compared with)")
+                self._round = {"round": 0, "started": time.time(), "start-digest": digest(initial_arrays)}
+                messages = self.configure_evaluate(0, initial_arrays, ConfigRecord(dict(evaluate_config or {})), grid)
+                self.aggregate_evaluate(0, grid.send_and_receive(messages=messages, timeout=timeout))
+            return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+        finally:
+            self.tracker.finish()
 
     def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
         """Decode one reply and check it against the global model; raises ValueError on a bad update."""
@@ -206,6 +222,7 @@ class Zk0Strategy(FedAvg):
                 }
             )
         self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
+        self._round["bytes-received"] = sum(c["payload-bytes"] for c in clients)
         shared = shared_episodes(tags)
         self._round["shared-episodes"] = [{"nodes": [a, b], "episodes": n} for a, b, n in shared]
         for a, b, n in shared:
@@ -251,9 +268,11 @@ class Zk0Strategy(FedAvg):
         }
         checkpoints.save_global(self.out_dir, tensors, metadata)
         self._round["digest"] = metadata["digest"]
-        every = self.cfg.checkpoint_every
-        if (every and rnd % every == 0) or rnd == self.target:
+        final = rnd == self.target
+        if checkpoints.saved_round(rnd, self.cfg.checkpoint_every, final=final):
             self._save_round(rnd, tensors, metadata)
+            if hub.should_push(self.cfg.hub_repo_id, rnd, checkpoint_every=self.cfg.checkpoint_every, final=final):
+                self._push(rnd)
 
     def _save_round(self, rnd: int, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         """A LeRobot-loadable checkpoint of this round, and ``checkpoints/latest`` pointing at it."""
@@ -271,6 +290,31 @@ class Zk0Strategy(FedAvg):
         self._round["checkpoint"] = str(path)
         log.info("round %d: saved %s (LeRobot layout; zk0bot export adds your dataset's stats)", rnd, path)
 
+    def _evaluate_on_server(self) -> dict[str, float] | None:
+        """The global model just evaluated by the nodes, on the server's own dataset (all episodes)."""
+        from zk0.config import NodeConfig
+        from zk0.node import evaluate_node, open_node
+
+        try:
+            # No loader worker processes: the ServerApp runs threads, and fork() with threads can deadlock.
+            where = NodeConfig(dataset_uri=self.cfg.eval_dataset_uri, num_workers=0)
+            node = open_node(self.cfg, where, self._global, "all")
+            metrics = evaluate_node(node)
+        except Exception as err:  # noqa: BLE001 - the federation's rounds go on without this number
+            log.error("round %s: server-side evaluation failed: %s", self._round.get("round"), err)
+            return None
+        log.info("round %s: server-side evaluation %s", self._round.get("round"), metrics)
+        return metrics
+
+    def _push(self, rnd: int) -> None:
+        try:
+            url = hub.push(checkpoints.round_dir(self.out_dir, rnd), self.cfg.hub_repo_id, rnd)
+        except hub.HubPushError as err:  # training goes on; the checkpoint is on disk
+            log.error("round %d: %s", rnd, err)
+            return
+        self._round["hub-commit"] = url
+        log.info("round %d: pushed to the hub: %s", rnd, url)
+
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
         metrics = super().aggregate_evaluate(server_round, replies)
@@ -280,6 +324,10 @@ class Zk0Strategy(FedAvg):
             for m in replies
             if not m.has_error()
         ]
+        if self._round.pop("evaluated", False) and self.cfg.eval_dataset_uri:
+            self._round["server-evaluate"] = self._evaluate_on_server()
         self._round.update(run_id=self.run_id, seconds=round(time.time() - self._round.pop("started", time.time()), 3))
-        checkpoints.append_history(self.out_dir, {k.replace("_", "-"): v for k, v in self._round.items()})
+        record = {k.replace("_", "-"): v for k, v in self._round.items()}
+        checkpoints.append_history(self.out_dir, record)
+        self.tracker.log_round(record)
         return metrics

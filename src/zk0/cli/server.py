@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from zk0 import hub, tracking
 from zk0.cli.foreground import attach
 from zk0.cli.logs import show
 from zk0.cli.options import Follow, Lines, StateDir, parse_settings, validated_run_config
 from zk0.deploy import DeployError
+from zk0.deploy.client import check_dataset
 from zk0.deploy.server import Server, ServerSettings, is_loopback
 from zk0.deploy.tls import fingerprint, read_public_key
 
@@ -73,7 +75,11 @@ def server_start(
     Example: zk0bot server start --host 0.0.0.0 --san fl.example.org --rounds 10 --set local-steps=200
     """
     overrides = {**parse_settings(set_), "num-server-rounds": rounds, "min-clients": min_clients}
-    validated_run_config(overrides)
+    cfg = validated_run_config(overrides)
+    hub.check_repo_id(cfg.hub_repo_id)
+    tracking.check_ready(cfg.use_wandb)  # a missing WANDB_API_KEY fails now, not mid-session
+    if cfg.eval_dataset_uri:
+        check_dataset(cfg.eval_dataset_uri, state_dim=cfg.state_dim, action_dim=cfg.action_dim)
     tls = not is_loopback(host) if tls is None else tls
     server = Server(state_dir)
     settings = ServerSettings(host=host, port=port, min_clients=min_clients, overrides=overrides, tls=tls, names=names)
