@@ -10,6 +10,7 @@ import torch
 from zk0 import checkpoints
 from zk0.cli import main
 from zk0.config import RunConfig
+from zk0.export import try_policy
 from zk0.integrity import digest
 from zk0.paths import server_dir
 from zk0.policy import build_policy, to_arrays, trainable_state
@@ -113,6 +114,7 @@ def test_the_loaded_policy_acts_on_a_raw_dataset_frame(exported, kit):
 
     assert tuple(chunk.shape) == (1, policy.config.chunk_size, 6)
     assert tuple(action.shape) == (1, 6) and torch.isfinite(action).all()
+    assert try_policy(out, f"local:{kit.datasets[0]}") == (1, policy.config.chunk_size, 6)  # what the demo runs
 
 
 def _assert_failed_cleanly(code, stdout, err, message, out):

@@ -135,3 +135,23 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def try_policy(directory: Path, dataset_uri: str) -> tuple[int, ...]:
+    """Load an exported policy with LeRobot alone and predict an action chunk for the dataset's first frame.
+
+    Returns the chunk's shape: (1, chunk-size, action-dim). What a robot owner
+    runs before trusting a download.
+    """
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+    from lerobot.policies.factory import make_pre_post_processors
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+
+    source = DatasetSource.parse(dataset_uri)
+    policy = SmolVLAPolicy.from_pretrained(directory)
+    pre, _ = make_pre_post_processors(policy.config, pretrained_path=str(directory))
+    frame = LeRobotDataset(source.repo_id, root=source.path, revision=source.revision, episodes=[0])[0]
+    observation = {k: v for k, v in frame.items() if k.startswith("observation.")} | {"task": frame["task"]}
+    with torch.no_grad():
+        return tuple(policy.predict_action_chunk(pre(observation)).shape)

@@ -43,7 +43,7 @@ def demo(
     """
     from zk0.offline import build_kit
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     started = time.monotonic()
     console.print(f"[bold]zk0 demo[/]: building the offline kit in {_cache_dir()} ...")
     kit = build_kit(_cache_dir(), clients=clients)
@@ -75,18 +75,57 @@ def demo(
             robots.stop(name)
         server.stop()
     _summary(rows, time.monotonic() - started)
+    _results(state, f"local:{kit.datasets[0]}", console)
+
+
+def _results(state: Path, dataset_uri: str, console: Console) -> None:
+    """What an operator does next: zk0bot report, then zk0bot export and a prediction with LeRobot alone."""
+    import contextlib
+    import sys
+
+    from zk0 import export, report
+    from zk0.cli.report import print_table
+
+    console.print("zk0bot report ...")
+    rows = report.load(state)
+    print_table(rows)
+    console.print(f"plot: {report.plot(rows, server_dir(state) / 'report.png')}")
+    policy = state / "policy"
+    console.print(f"zk0bot export latest {policy} --stats-from {dataset_uri} ...")
+    checkpoint = export.find_checkpoint(server_dir(state), export.LATEST)
+    stats, cameras = export.dataset_stats(checkpoint.cfg, dataset_uri)
+    with contextlib.redirect_stdout(sys.stderr):  # LeRobot prints while building
+        export.save_policy_dir(checkpoint.cfg, checkpoint.tensors, policy, stats, rename_map=cameras)
+        shape = export.try_policy(policy, dataset_uri)
+    console.print(
+        f"LeRobot loaded the round-{checkpoint.round} policy from {policy} and predicted an action chunk of "
+        f"shape {shape} for the first frame of {dataset_uri}"
+    )
 
 
 def _follow_session(address: str, state: Path, rounds: int, console: Console) -> list[dict[str, Any]]:
     """Wait for the controller's first session to finish, printing each round as it lands."""
     deadline = time.monotonic() + 600 + 300 * rounds
     control = Control(address)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []  # trained rounds
+    seen: list[dict[str, Any]] = []  # every history line, round 0 too
     try:
         while time.monotonic() < deadline:
-            for line in checkpoints.read_history(server_dir(state))[len(rows) :]:
-                rows.append(line)
+            for line in checkpoints.read_history(server_dir(state))[len(seen) :]:
+                seen.append(line)
                 ev = line.get("evaluate") or {}
+                if line["round"] == 0:
+                    console.print(
+                        f"round 0 (untrained): eval loss {ev.get('eval-loss', float('nan')):.4f}, "
+                        f"action MSE {ev.get('action-mse', float('nan')):.4f}, {line['seconds']:.0f} s"
+                    )
+                    continue
+                if not line.get("accepted"):
+                    raise RuntimeFailure(
+                        f"round {line['round']}: no client update was accepted; "
+                        f"see {state / 'superlink' / 'sessions.log'}"
+                    )
+                rows.append(line)
                 console.print(
                     f"round {line['round']}/{rounds}: {line['accepted']} updates, "
                     f"train loss {(line.get('train') or {}).get('train-loss', float('nan')):.4f}, "

@@ -36,12 +36,17 @@ def report(
     if json_:
         typer.echo(json.dumps([r.to_json() for r in rows], indent=2))
     else:
-        table = Table(title=f"zk0: {len(rows)} round(s)")
-        for col in ("round", "train loss", "eval loss", "action MSE", "updates ok/rejected", "seconds"):
-            table.add_column(col, justify="right")
-        for r in rows:
-            updates = "-" if r.accepted is None else f"{r.accepted}/{r.rejected or 0}"
-            seconds = "-" if math.isnan(r.seconds) else f"{r.seconds:.1f}"
-            table.add_row(str(r.round), _num(r.train_loss), _num(r.eval_loss), _num(r.action_mse), updates, seconds)
-        Console().print(table)
+        print_table(rows)
     typer.echo(f"plot: {png}", err=True)
+
+
+def print_table(rows: list[history.Row]) -> None:
+    """The per-round table on stdout."""
+    table = Table(title=f"zk0: {len(rows)} round(s)")
+    for col in ("round", "train loss", "eval loss", "action MSE", "updates ok/rejected", "seconds"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        updates = "-" if r.accepted is None else f"{r.accepted}/{r.rejected or 0}"
+        seconds = "-" if math.isnan(r.seconds) else f"{r.seconds:.1f}"
+        table.add_row(str(r.round), _num(r.train_loss), _num(r.eval_loss), _num(r.action_mse), updates, seconds)
+    Console().print(table)
