@@ -54,8 +54,10 @@ def test_two_nodes_with_different_cameras_train_two_rounds(kit, tiny_run_config,
     # Every process the federation started (SuperLink, SuperNodes, SuperExecs) is gone.
     assert spawned and not [p for p in spawned if _running(p)]
 
-    history = checkpoints.read_history(server)
+    baseline, *history = checkpoints.read_history(server)
     assert [line["round"] for line in history] == list(range(1, ROUNDS + 1))
+    # Round 0: the untrained model, evaluated on both nodes' held-out episodes, nothing trained.
+    assert baseline["round"] == 0 and "train" not in baseline and len(baseline["eval-clients"]) == 2
 
     initial = trainable_state(build_policy(RunConfig.from_run_config(tiny_run_config)))
     expected_bytes = 4 * sum(t.numel() for t in initial.values())
