@@ -132,8 +132,11 @@ def test_tls_server_admits_only_allowed_nodes(kit, tmp_path):
         rogue_log = node_state / "clients" / "rogue" / "supernode.log"
         wait_for(lambda: "Exit Code: 305" in rogue_log.read_text(), 120, "the rogue node to be refused")
         # The allowed node trains a round over TLS; the controller (a Control API client) started it.
-        wait_for(lambda: checkpoints.read_history(server_state / "server"), 400, "a round over TLS")
-        (line,) = checkpoints.read_history(server_state / "server")[:1]
+        line = wait_for(
+            lambda: next((h for h in checkpoints.read_history(server_state / "server") if h["round"] == 1), None),
+            400,
+            "a round over TLS",
+        )
         assert line["accepted"] == 1 and line["train"]["train-loss"] > 0
         shown = status(server_state)
         assert shown["server"]["tls"] is True and shown["online-nodes"] == 1  # the plaintext node never joined
