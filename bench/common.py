@@ -1,0 +1,138 @@
+"""Shared helpers of the benchmark scripts: the tiny config, the machine, tables and JSON results.
+
+Imported by the scripts beside it (``uv run python bench/NAME.py`` puts ``bench/`` on ``sys.path``).
+Nothing here reaches the network: the offline kit is built locally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+# The tiny model of the test suite (tests/conftest.py TINY), on top of pyproject's run config.
+TINY = {"image-size": 64, "chunk-size": 10, "n-action-steps": 10, "local-steps": 3, "batch-size": 4}
+
+# The real SmolVLA (lerobot/smolvla_base) with train_expert_only=True: counted, not downloaded (docs FACTS).
+SMOLVLA_TOTAL_PARAMS = 450_046_176
+SMOLVLA_TRAINABLE_PARAMS = 99_880_992
+
+
+def default_kit_dir() -> Path:
+    """The demo's offline kit cache (``zk0bot demo`` builds the same one)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zk0" / "offline-kit"
+
+
+def parser(description: str, name: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark has: ``--json-out`` and ``--kit-dir``."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--json-out", type=Path, default=RESULTS / f"{name}.json", help="where to write the JSON results")
+    p.add_argument(
+        "--kit-dir", type=Path, default=default_kit_dir(), help="offline kit cache (tiny backbone + datasets)"
+    )
+    return p
+
+
+def kit(kit_dir: Path):
+    """Build (or reuse) the offline kit: a tiny SmolVLM backbone and two synthetic SO-100 datasets."""
+    from zk0.offline import build_kit
+
+    return build_kit(kit_dir)
+
+
+def tiny_run_config(backbone: Path, **overrides: Any) -> dict[str, Any]:
+    """pyproject's declared run config + the tiny overrides + ``model=backbone`` + ``overrides``."""
+    defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    return {**defaults, **TINY, "model": str(backbone), **overrides}
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    except OSError:
+        pass
+    import torch
+
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "ram_gib": round(mem_kib / 2**20, 1),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str:
+    out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True, text=True)
+    return out.stdout.strip() + ("+dirty-src" if dirty.stdout.strip() else "")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (readable in a terminal too)."""
+    cells = [[str(h) for h in headers]] + [[_fmt(c) for c in row] for row in rows]
+    widths = [max(3, *(len(r[i]) for r in cells)) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return "| " + " | ".join(padded) + " |"
+
+    sep = "| " + " | ".join(("-" * w) if i == 0 else ("-" * (w - 1) + ":") for i, w in enumerate(widths)) + " |"
+    return "\n".join([line(cells[0]), sep, *(line(r) for r in cells[1:])])
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3g}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError
+
+
+def write_json(path: Path, name: str, args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Write ``{benchmark, command args, machine, results}`` to ``path`` and say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "machine": machine(),
+        "results": results,
+    }
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwrote {path}")
