@@ -180,13 +180,25 @@ def test_a_round_with_too_few_valid_updates_keeps_the_global_model(federation, t
     assert line["accepted"] == 2 and line["rejected"] == 1 and "train" not in line
 
 
-def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(federation, tmp_path, monkeypatch, zk0_log):
+@pytest.fixture
+def wandb_offline(monkeypatch, tmp_path):
+    """wandb on, writing its run files locally; its per-process service set up and torn down here."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
+def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(
+    federation, tmp_path, wandb_offline, zk0_log
+):
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
     from zk0.export import find_checkpoint
 
-    monkeypatch.setenv("WANDB_MODE", "offline")  # wandb on, writing its run files locally
-    monkeypatch.setenv("HOME", str(tmp_path))
     grid, _ = federation
     grid.datasets = {n: grid.datasets[n] for n in (1, 3)}
     grid.run_config |= {

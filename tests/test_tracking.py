@@ -170,6 +170,9 @@ def test_an_offline_run_records_each_round_under_the_given_directory(offline, tm
     tracker.log_round(ROUND_2)
     tracker.finish()
     tracker.finish()
+    import wandb
+
+    wandb.teardown()  # stops wandb's writer service, so its run file is complete before it is read
 
     runs = list(directory.glob("wandb/offline-run-*"))
     assert len(runs) == 1

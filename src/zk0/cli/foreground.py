@@ -12,9 +12,14 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_sigterm() -> None:
+    """From now on SIGTERM interrupts like Ctrl-C, so a stop that arrives while starting undoes the start."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def attach(wait: Callable[[], None], stop: Callable[[], object], failure: str) -> None:
     """Block in ``wait``; on SIGTERM or Ctrl-C ``stop`` and return, if ``wait`` returns by itself fail."""
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     try:
         wait()
     except KeyboardInterrupt:

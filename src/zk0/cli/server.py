@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from zk0 import hub, tracking
-from zk0.cli.foreground import attach
+from zk0.cli.foreground import attach, stop_on_sigterm
 from zk0.cli.logs import show
 from zk0.cli.options import Follow, Lines, StateDir, parse_settings, validated_run_config
 from zk0.deploy import DeployError
@@ -83,7 +83,12 @@ def server_start(
     tls = not is_loopback(host) if tls is None else tls
     server = Server(state_dir)
     settings = ServerSettings(host=host, port=port, min_clients=min_clients, overrides=overrides, tls=tls, names=names)
-    server.start(settings)
+    if foreground:
+        stop_on_sigterm()
+    try:
+        server.start(settings)  # undoes itself if interrupted
+    except KeyboardInterrupt:
+        return
     if not tls and not is_loopback(host):
         typer.echo(f"Warning: --insecure on {host}: parameters travel unencrypted and any node may join", err=True)
     typer.echo(f"server listening on {settings.address} ({'TLS' if tls else 'insecure'}); state in {state_dir}")
