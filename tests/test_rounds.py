@@ -221,6 +221,9 @@ def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(
     # Round 0 evaluates the untrained model and trains nothing; then every 2nd round and the last.
     assert "train" not in lines[0] and lines[0]["start-digest"] == digest(initial)
     assert [r for r in lines if lines[r]["evaluate"]] == [0, 2, 3]
+    # Each message carries the model: 2 nodes, once to train and once more on evaluation rounds.
+    payload = sum(len(a.data) for a in initial.values())
+    assert [lines[r]["bytes-sent"] for r in range(4)] == [2 * payload, 2 * payload, 4 * payload, 4 * payload]
     assert {c["node-id"] for c in lines[0]["eval-clients"]} == {1, 3}
     assert lines[0]["evaluate"]["eval-loss"] > 0 and lines[0]["evaluate"]["action-mse"] > 0
     # The server evaluates the same global models on its own dataset, on the same rounds.

@@ -114,9 +114,15 @@ class Zk0Strategy(FedAvg):
         config[keys.DATA_KEY] = checkpoints.federation_key(self.out_dir).hex()
         # The digest of the float32 global model the round starts from: a checkpoint's "digest" after a resume.
         self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": digest(arrays)}
-        encoded = self._encode(arrays, config)
-        messages = list(super().configure_train(self.rounds_done + server_round, encoded, config, grid))
-        self._round["bytes-sent"] = len(messages) * sum(len(a.data) for a in encoded.values())  # parameter bytes
+        return self._sent(
+            super().configure_train(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
+        )
+
+    def _sent(self, messages: Iterable[Message]) -> list[Message]:
+        """Count the parameter bytes going out this round (train and evaluate messages both carry the model)."""
+        messages = list(messages)
+        size = sum(len(a.data) for m in messages for r in m.content.array_records.values() for a in r.values())
+        self._round["bytes-sent"] = self._round.get("bytes-sent", 0) + size
         return messages
 
     def configure_evaluate(
@@ -126,7 +132,7 @@ class Zk0Strategy(FedAvg):
         self._round["evaluated"] = not (rnd % self.cfg.eval_every and rnd != self.target)
         if not self._round["evaluated"]:
             return []  # not an evaluation round (eval-every); the last round of a session always is
-        return super().configure_evaluate(rnd, self._encode(arrays, config), config, grid)
+        return self._sent(super().configure_evaluate(rnd, self._encode(arrays, config), config, grid))
 
     def start(
         self,
