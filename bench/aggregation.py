@@ -5,8 +5,8 @@ Each child process makes N synthetic updates of ``--params`` float32 parameters 
 with ``zk0.policy.to_arrays`` in ``--wire-dtype`` as the ArrayRecords a ServerApp holds once
 ``grid.send_and_receive`` has returned every reply. Then it aggregates them the way
 ``Zk0Strategy.aggregate_train`` does: per reply ``zk0.integrity.digest`` and ``zk0.policy.from_arrays``
-(decode to float32) plus the finite-value check, all decoded updates kept, then
-``zk0.strategy.weighted_mean``.
+(decode to float32) plus the finite-value check, then the update is added to a
+``zk0.strategy.RunningMean`` and dropped.
 
 Memory is read from the child's own ``/proc/self/status``: RSS after imports (baseline), after the N
 replies exist (held: what Flower's grid gives the strategy), and the peak during aggregation alone
@@ -17,7 +17,7 @@ memory the VM has never backed, which later rounds of a long-running server do n
 
 ``--sketch`` adds, per N, a streaming variant written here for comparison only (not zk0 code): a
 running float32 weighted sum into which each reply is decoded one tensor at a time and then dropped,
-checked equal to ``weighted_mean``'s result.
+checked equal to zk0's result.
 
     uv run python bench/aggregation.py
 """
@@ -73,22 +73,23 @@ def _updates(n: int, shapes, wire_dtype: str, seed: int):
 
 
 def zk0_aggregate(replies):
-    """What Zk0Strategy.aggregate_train does with N accepted replies (validation and weighted mean)."""
+    """What Zk0Strategy.aggregate_train does with N accepted replies: check each, add it to a running mean, drop it."""
     import torch
 
     from zk0.integrity import digest
     from zk0.policy import from_arrays
-    from zk0.strategy import weighted_mean
+    from zk0.strategy import RunningMean
 
-    accepted = []
+    mean = RunningMean()
     for record, weight in replies:
         digest(record)
         tensors = from_arrays(record)
         for value in tensors.values():
             if not torch.isfinite(value).all():
                 raise ValueError("non-finite")
-        accepted.append((tensors, weight))
-    return weighted_mean(accepted)
+        mean.add(tensors, weight)
+        del tensors
+    return mean.result()
 
 
 def streaming_sketch(replies):

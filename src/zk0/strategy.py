@@ -38,15 +38,38 @@ def names_digest(names: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(names)).encode()).hexdigest()
 
 
-def weighted_mean(updates: list[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
-    """Average float32 tensors weighted by the given (positive) weights."""
-    total = sum(w for _, w in updates)
-    out: dict[str, torch.Tensor] = {}
-    for tensors, weight in updates:
+class RunningMean:
+    """A weighted mean of float32 tensors, added one update at a time.
+
+    Only the running sum is kept, so aggregating N updates holds one model's
+    worth of sums however large N is; each update can be dropped once added.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, tensors: dict[str, torch.Tensor], weight: float) -> None:
         for name, value in tensors.items():
-            scaled = value.to(torch.float32) * (weight / total)
-            out[name] = out[name].add_(scaled) if name in out else scaled
-    return out
+            if name in self.sums:
+                self.sums[name].add_(value.to(torch.float32), alpha=weight)
+            else:
+                self.sums[name] = value.to(torch.float32) * weight
+        self.total += weight
+        self.count += 1
+
+    def result(self) -> dict[str, torch.Tensor]:
+        """The mean (the sums are divided in place: call once)."""
+        return {name: value.div_(self.total) for name, value in self.sums.items()}
+
+
+def weighted_mean(updates: Iterable[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
+    """Average float32 tensors weighted by the given (positive) weights."""
+    mean = RunningMean()
+    for tensors, weight in updates:
+        mean.add(tensors, weight)
+    return mean.result()
 
 
 class Zk0Strategy(FedAvg):
@@ -197,7 +220,7 @@ class Zk0Strategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = self._round["round"]  # counted across sessions
-        accepted: list[tuple[dict[str, torch.Tensor], float]] = []
+        mean = RunningMean()  # each valid update is added as it is checked, then dropped
         contents, clients, rejected = [], [], 0
         tags: dict[int, list[str]] = {}
         for msg in replies:
@@ -214,7 +237,7 @@ class Zk0Strategy(FedAvg):
                 continue
             data = msg.content.config_records.get(keys.DATA) or ConfigRecord()
             tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
-            accepted.append((tensors, weight))
+            mean.add(tensors, weight)
             contents.append(msg.content)
             record = next(iter(msg.content.array_records.values()))
             clients.append(
@@ -227,7 +250,7 @@ class Zk0Strategy(FedAvg):
                     **dict(next(iter(msg.content.metric_records.values()))),
                 }
             )
-        self._round.update(clients=clients, accepted=len(accepted), rejected=rejected)
+        self._round.update(clients=clients, accepted=mean.count, rejected=rejected)
         self._round["bytes-received"] = sum(c["payload-bytes"] for c in clients)
         shared = shared_episodes(tags)
         self._round["shared-episodes"] = [{"nodes": [a, b], "episodes": n} for a, b, n in shared]
@@ -242,23 +265,23 @@ class Zk0Strategy(FedAvg):
                 len(tags[a]),
                 len(tags[b]),
             )
-        if len(accepted) < self.cfg.min_clients:
+        if mean.count < self.cfg.min_clients:
             log.warning(
                 "round %d: %d valid update(s), fewer than min-clients %d; the global model stays as it was",
                 rnd,
-                len(accepted),
+                mean.count,
                 self.cfg.min_clients,
             )
             self._checkpoint(rnd, self._global)  # the round is done, unchanged: a resume starts after it
             return None, None
-        glob = weighted_mean(accepted)
+        glob = mean.result()
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
         self._checkpoint(rnd, glob)
         log.info(
             "round %d: aggregated %d updates (%d rejected): %s",
             rnd,
-            len(accepted),
+            mean.count,
             rejected,
             {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
         )
