@@ -38,6 +38,17 @@ let
       name
     ]) cfg.subjectAltNames;
 
+  allowArgs = [
+    (lib.getExe' cfg.package "zk0bot")
+    "server"
+    "allow"
+    "--state-dir"
+    stateDir
+    "--wait"
+    "300"
+  ]
+  ++ map (key: "${key}") cfg.authorizedKeyFiles; # a path literal goes to the store: keys are public
+
 in
 {
   options.services.zk0.server = {
@@ -120,6 +131,18 @@ in
       ];
       description = "Extra names (DNS names or IP addresses) for the server certificate, each passed as `--san`.";
     };
+
+    authorizedKeyFiles = lib.mkOption {
+      type = lib.types.listOf lib.types.path;
+      default = [ ];
+      example = lib.literalExpression "[ ./keys/arm1.pub ./keys/arm2.pub ]";
+      description = ''
+        Node public keys (from `zk0bot client keygen`; public, so the store is fine) allowed after
+        every start with `zk0bot server allow --wait`, which waits for the SuperLink and accepts a
+        key allowed already. Keys can also be allowed by hand (as root):
+        `zk0bot server allow --state-dir /var/lib/zk0-server NODE.pub`.
+      '';
+    };
   };
 
   config = lib.mkIf cfg.enable {
@@ -128,14 +151,16 @@ in
         assertion = !(cfg.tls == false && cfg.subjectAltNames != [ ]);
         message = "services.zk0.server.subjectAltNames needs TLS: no certificate is made when services.zk0.server.tls = false.";
       }
+      {
+        assertion = !(cfg.tls == false && cfg.authorizedKeyFiles != [ ]);
+        message = "services.zk0.server.authorizedKeyFiles needs TLS: with services.zk0.server.tls = false any node may join.";
+      }
     ];
 
     networking.firewall.allowedTCPPorts = lib.mkIf cfg.openFirewall [ cfg.port ];
 
     # For the operator: `zk0bot status --state-dir /var/lib/zk0-server`, and `zk0bot server allow
-    # --state-dir /var/lib/zk0-server NODE.pub` (as root) to admit a node's key. Allowing is left
-    # to the operator: `server allow` needs the running SuperLink and refuses a key twice, so it
-    # cannot run on every service start.
+    # --state-dir /var/lib/zk0-server NODE.pub` (as root) to admit a key by hand.
     environment.systemPackages = [ cfg.package ];
 
     systemd.services.zk0-server = {
@@ -153,6 +178,8 @@ in
       };
       serviceConfig = common.hardening // {
         ExecStart = utils.escapeSystemdExecArgs args;
+        # Allow the configured node keys once the SuperLink is up (a key allowed already is fine).
+        ExecStartPost = lib.mkIf (cfg.authorizedKeyFiles != [ ]) (utils.escapeSystemdExecArgs allowArgs);
         DynamicUser = true;
         StateDirectory = "zk0-server";
         StateDirectoryMode = "0700";

@@ -310,6 +310,30 @@ def test_server_tls_choice(tls, flags):
     assert [a for a in exec_args(result["units"]["zk0-server"]) if a in ("--tls", "--insecure")] == flags
 
 
+def test_server_allows_the_configured_node_keys_after_each_start():
+    keys = '[ "/etc/zk0/keys/arm1.pub" "/etc/zk0/keys/arm2.pub" ]'
+    result = evaluate(
+        f'{{ services.zk0.server = {{ enable = true; host = "0.0.0.0"; authorizedKeyFiles = {keys}; }}; }}'
+    )
+
+    unit = result["units"]["zk0-server"]
+    assert exec_args(unit, "ExecStartPost") == [
+        BIN,
+        "server",
+        "allow",
+        "--state-dir",
+        SERVER_DIR,
+        "--wait",
+        "300",
+        "/etc/zk0/keys/arm1.pub",
+        "/etc/zk0/keys/arm2.pub",
+    ]
+    assert (
+        "ExecStartPost"
+        not in evaluate("{ services.zk0.server.enable = true; }")["units"]["zk0-server"]["serviceConfig"]
+    )
+
+
 def test_server_open_firewall_opens_only_its_port():
     result = evaluate("{ services.zk0.server = { enable = true; port = 8443; openFirewall = true; }; }")
 
@@ -323,6 +347,10 @@ def test_server_open_firewall_opens_only_its_port():
             'tls = false; subjectAltNames = [ "fl.example.org" ];',
             "services.zk0.server.subjectAltNames needs TLS: no certificate is made when "
             "services.zk0.server.tls = false.",
+        ),
+        (
+            'tls = false; authorizedKeyFiles = [ "/etc/zk0/keys/arm1.pub" ];',
+            "services.zk0.server.authorizedKeyFiles needs TLS: with services.zk0.server.tls = false any node may join.",
         ),
     ],
 )

@@ -92,7 +92,7 @@ def test_client_start_needs_both_ca_and_key(kit, tmp_path, capsys):
 
 def test_server_allow_needs_a_running_server_and_real_keys(tmp_path, capsys):
     public = tls.keygen(tmp_path / "arm1")
-    code, err = run(["server", "allow", str(public), "--state-dir", str(tmp_path)], capsys)
+    code, err = run(["server", "allow", str(public), "--state-dir", str(tmp_path), "--wait", "1"], capsys)
     assert code == 2 and "the server is not running" in err
 
     code, err = run(["server", "allow", str(tmp_path / "arm1"), "--state-dir", str(tmp_path)], capsys)
@@ -114,8 +114,11 @@ def test_tls_server_admits_only_allowed_nodes(kit, tmp_path):
         assert f"CA SHA-256 fingerprint: {tls.fingerprint(ca)}" in started.stderr
         for name in ("arm1", "rogue"):
             assert zk0bot("client", "keygen", name, state=node_state).returncode == 0
-        allowed = zk0bot("server", "allow", str(node_state / "keys" / "arm1.pub"), state=server_state)
+        arm1_pub = str(node_state / "keys" / "arm1.pub")
+        allowed = zk0bot("server", "allow", arm1_pub, "--wait", "30", state=server_state)
         assert allowed.returncode == 0 and "allowed as node" in allowed.stdout, allowed.stderr
+        again = zk0bot("server", "allow", arm1_pub, state=server_state)  # e.g. a service restart: fine
+        assert again.returncode == 0 and "allowed already" in again.stdout, again.stderr
 
         def client(name, dataset, *extra):
             result = zk0bot(

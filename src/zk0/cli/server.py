@@ -113,25 +113,28 @@ def server_start(
 def server_allow(
     public_keys: Annotated[list[Path], typer.Argument(help="Node public key files (from zk0bot client keygen).")],
     state_dir: StateDir,
+    wait: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for the server to come up (e.g. right after it starts).")
+    ] = 0,
 ) -> None:
-    """Let the nodes holding these keys join (the server must run with TLS).
+    """Let the nodes holding these keys join (the server must run with TLS); a key allowed already is fine.
 
     Example: zk0bot server allow arm1.pub arm2.pub
     """
     keys = {path: read_public_key(path) for path in public_keys}  # all checked before any is registered
     server = Server(state_dir)
-    settings = server.settings()
-    if settings is not None and not settings.tls:
+    control = server.control(wait=wait)
+    if not server.settings().tls:
+        control.close()
         raise DeployError("the server runs with --insecure: it admits any node; restart it with --tls to allow keys")
-    control = server.control()
     try:
         for path, key in keys.items():
             try:
                 node_id = control.register_node(key, name=path.stem)
             except Exception as err:  # noqa: BLE001 - Flower reports a refused key as a generic RPC error
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                raise DeployError(f"the server refused {path}: {reason} (already allowed?)") from None
-            typer.echo(f"{path}: allowed as node {node_id}")
+                raise DeployError(f"the server refused {path}: {reason}") from None
+            typer.echo(f"{path}: " + (f"allowed as node {node_id}" if node_id else "allowed already"))
     finally:
         control.close()
 

@@ -68,11 +68,17 @@ class Control:
             for r in sorted(runs, key=lambda r: r.pending_at)
         ]
 
-    def register_node(self, public_key: bytes, name: str | None = None) -> int:
-        """Allow the SuperNode holding this key (``flwr supernode register``); returns its node id."""
+    def register_node(self, public_key: bytes, name: str | None = None) -> int | None:
+        """Allow the SuperNode holding this key (``flwr supernode register``); its node id, None if allowed already."""
+        import httpx
         from flwr.proto.control_pb2 import RegisterNodeRequest  # pylint: disable=E0611
 
-        res = self._client.RegisterNode(RegisterNodeRequest(public_key=public_key, name=name))
+        try:
+            res = self._client.RegisterNode(RegisterNodeRequest(public_key=public_key, name=name))
+        except httpx.HTTPStatusError as err:
+            if err.response.status_code == httpx.codes.PRECONDITION_FAILED:  # Flower: public key already in use
+                return None
+            raise
         if not res.node_id:
             raise RuntimeError("the SuperLink did not register the key")
         return res.node_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -112,16 +113,29 @@ class Server:
         ensure_writable(self.state)
         return tls.init_server(self.tls.directory, tls.server_names(host, names))
 
-    def control(self):
-        """A Control API client for the running server (TLS when it runs with TLS)."""
+    def control(self, wait: float = 0.0):
+        """A Control API client for the running server (TLS when it runs with TLS), waiting up to ``wait`` s for it."""
         from zk0.deploy.control import Control
 
+        deadline = time.monotonic() + wait
+        while not self.reachable():
+            if time.monotonic() >= deadline:
+                raise DeployError(
+                    f"the server is not running (state dir {self.state}); start it with 'zk0bot server start'"
+                )
+            time.sleep(1.0)
+        settings = self.settings()
+        return Control(settings.local_address, root_certificates=self.tls.ca_cert if settings.tls else None)
+
+    def reachable(self) -> bool:
+        """The SuperLink runs and accepts connections."""
         settings = self.settings()
         if settings is None or self.running()["superlink"] is None:
-            raise DeployError(
-                f"the server is not running (state dir {self.state}); start it with 'zk0bot server start'"
-            )
-        return Control(settings.local_address, root_certificates=self.tls.ca_cert if settings.tls else None)
+            return False
+        host, _, port = settings.local_address.rpartition(":")
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            return s.connect_ex((host, int(port))) == 0
 
     def start(self, settings: ServerSettings) -> None:
         """Start the SuperLink and the controller in the background; refuse a second start."""

@@ -32,7 +32,7 @@ def gather(state: Path) -> dict[str, Any]:
         "clients": [],
     }
     history = checkpoints.read_history(server_dir(state))
-    if up and settings:
+    if up and settings and server.reachable():  # not while the SuperLink is still starting
         control = server.control()
         try:
             out["online-nodes"] = len(control.online_nodes())
