@@ -11,27 +11,22 @@ let
   inherit (pkgs) lib;
   python = pkgs.python312;
 
-  pythonSet = import ./python-set.nix {
-    inherit
-      pkgs
-      lib
-      python
-      workspace
-      pyproject-nix
-      pyproject-build-systems
-      ;
-  };
-  pythonSetCuda = import ./python-set.nix {
-    inherit
-      pkgs
-      lib
-      python
-      workspace
-      pyproject-nix
-      pyproject-build-systems
-      ;
-    cuda = true;
-  };
+  # The same locked package set, with or without the CUDA overrides.
+  pythonSetWith =
+    cuda:
+    import ./python-set.nix {
+      inherit
+        pkgs
+        lib
+        python
+        workspace
+        pyproject-nix
+        pyproject-build-systems
+        cuda
+        ;
+    };
+  pythonSet = pythonSetWith false;
+  pythonSetCuda = pythonSetWith true;
 
   app = import ./zk0.nix;
 

@@ -25,3 +25,9 @@ class DeployError(UserError, RuntimeError):
 
 class RuntimeFailure(Exception):
     """Something failed while running; the message names the log to read. zk0bot exits with code 1."""
+
+
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, at most ``limit`` characters (its type name if it has none)."""
+    text = " ".join(str(err).split())
+    return (text[: limit - 3] + "...") if len(text) > limit else text or type(err).__name__

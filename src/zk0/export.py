@@ -137,6 +137,17 @@ def _umask() -> int:
     return mask
 
 
+def export(server: Path, which: str, out: Path, dataset_uri: str, camera_spec: str = "") -> tuple[int, dict[str, str]]:
+    """``zk0bot export``: round ``which`` of the server dir ``server`` as a policy dir ``out``, with the
+    stats and cameras of ``dataset_uri``. Returns the round exported and the camera map applied.
+    """
+    check_out(out)
+    checkpoint = find_checkpoint(server, which)
+    stats, cameras = dataset_stats(checkpoint.cfg, dataset_uri, camera_spec)
+    save_policy_dir(checkpoint.cfg, checkpoint.tensors, out, stats, rename_map=cameras)
+    return checkpoint.round, cameras
+
+
 def try_policy(directory: Path, dataset_uri: str) -> tuple[int, ...]:
     """Load an exported policy with LeRobot alone and predict an action chunk for the dataset's first frame.
 

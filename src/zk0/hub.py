@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zk0.checkpoints import HISTORY_FILE, KEY_FILE, saved_round
-from zk0.errors import ConfigError
+from zk0.errors import ConfigError, one_line
 
 # Never uploaded (fnmatch patterns on paths relative to the pushed directory).
 NEVER_UPLOADED: tuple[str, ...] = (KEY_FILE, HISTORY_FILE, ".*", "*/.*", "wandb/*")
@@ -61,11 +61,5 @@ def push(directory: Path, repo_id: str, round: int, *, api: Any = None) -> str:
             ignore_patterns=list(NEVER_UPLOADED),
         )
     except (OSError, ValueError, httpx.HTTPError) as err:
-        raise HubPushError(f"pushing round {round} to the hub repo {repo_id} failed: {_line(err)}") from err
+        raise HubPushError(f"pushing round {round} to the hub repo {repo_id} failed: {one_line(err)}") from err
     return str(getattr(info, "commit_url", info))
-
-
-def _line(err: BaseException) -> str:
-    """The error on one line, at most 300 characters."""
-    text = " ".join(str(err).split())
-    return (text[:297] + "...") if len(text) > 300 else text or type(err).__name__

@@ -272,12 +272,14 @@ class Zk0Strategy(FedAvg):
                 mean.count,
                 self.cfg.min_clients,
             )
-            self._checkpoint(rnd, self._global)  # the round is done, unchanged: a resume starts after it
+            # The round is done, unchanged: a resume starts after it.
+            self._checkpoint(rnd, self._global, to_arrays(self._global, "float32"))
             return None, None
         glob = mean.result()
         metrics = aggregate_metricrecords(contents, self.weighted_by_key)
         self._round["train"] = dict(metrics)
-        self._checkpoint(rnd, glob)
+        arrays = to_arrays(glob, "float32")  # encoded once: the checkpoint's digest and the next round's input
+        self._checkpoint(rnd, glob, arrays)
         log.info(
             "round %d: aggregated %d updates (%d rejected): %s",
             rnd,
@@ -285,14 +287,15 @@ class Zk0Strategy(FedAvg):
             rejected,
             {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
         )
-        return to_arrays(glob, "float32"), metrics
+        return arrays, metrics
 
-    def _checkpoint(self, rnd: int, tensors: dict[str, torch.Tensor]) -> None:
+    def _checkpoint(self, rnd: int, tensors: dict[str, torch.Tensor], encoded: ArrayRecord) -> None:
+        """Save ``tensors`` (``encoded`` is their float32 ArrayRecord, whose digest is recorded)."""
         metadata = {
             "round": rnd,
             "target": self.target,
             "run-id": self.run_id,
-            "digest": digest(to_arrays(tensors, "float32")),
+            "digest": digest(encoded),
             "run-config": json.dumps(self.cfg.to_run_config(), sort_keys=True),
         }
         checkpoints.save_global(self.out_dir, tensors, metadata)

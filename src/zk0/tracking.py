@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from zk0.errors import ConfigError
+from zk0.errors import ConfigError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Tracker:
                 reinit="create_new",
             )
         except Exception as err:  # wandb's own errors (network, auth, settings); training goes on
-            log.warning("wandb: could not start a run, tracking is off for this session: %s", _line(err))
+            log.warning("wandb: could not start a run, tracking is off for this session: %s", one_line(err))
             return cls()
         return cls(run)
 
@@ -118,7 +118,7 @@ class Tracker:
             self._run.log(flatten(record), step=int(record["round"]))
         except Exception as err:
             log.warning(
-                "wandb: logging round %s failed, tracking is off from here: %s", record.get("round"), _line(err)
+                "wandb: logging round %s failed, tracking is off from here: %s", record.get("round"), one_line(err)
             )
             self._stop(exit_code=1)
 
@@ -133,10 +133,4 @@ class Tracker:
         try:
             run.finish(exit_code=exit_code)
         except Exception as err:
-            log.warning("wandb: closing the run failed: %s", _line(err))
-
-
-def _line(err: BaseException) -> str:
-    """The error on one line, at most 300 characters."""
-    text = " ".join(str(err).split())
-    return (text[:297] + "...") if len(text) > 300 else text or type(err).__name__
+            log.warning("wandb: closing the run failed: %s", one_line(err))

@@ -92,13 +92,11 @@ def _results(state: Path, dataset_uri: str, console: Console) -> None:
     console.print(f"plot: {report.plot(rows, server_dir(state) / 'report.png')}")
     policy = state / "policy"
     console.print(f"zk0bot export latest {policy} --stats-from {dataset_uri} ...")
-    checkpoint = export.find_checkpoint(server_dir(state), export.LATEST)
-    stats, cameras = export.dataset_stats(checkpoint.cfg, dataset_uri)
     with contextlib.redirect_stdout(sys.stderr):  # LeRobot prints while building
-        export.save_policy_dir(checkpoint.cfg, checkpoint.tensors, policy, stats, rename_map=cameras)
+        exported, _ = export.export(server_dir(state), export.LATEST, policy, dataset_uri)
         shape = export.try_policy(policy, dataset_uri)
     console.print(
-        f"LeRobot loaded the round-{checkpoint.round} policy from {policy} and predicted an action chunk of "
+        f"LeRobot loaded the round-{exported} policy from {policy} and predicted an action chunk of "
         f"shape {shape} for the first frame of {dataset_uri}"
     )
 

@@ -39,10 +39,7 @@ def export(
     from zk0 import export as exporter
 
     out = directory.expanduser().absolute()
-    exporter.check_out(out)
-    checkpoint = exporter.find_checkpoint(server_dir(state_dir), round)
-    stats, cameras = exporter.dataset_stats(checkpoint.cfg, stats_from, camera_map)
     with contextlib.redirect_stdout(sys.stderr):  # LeRobot prints while building; stdout is for our result
-        exporter.save_policy_dir(checkpoint.cfg, checkpoint.tensors, out, stats, rename_map=cameras)
+        exported, cameras = exporter.export(server_dir(state_dir), round, out, stats_from, camera_map)
     mapped = ", ".join(f"{s.removeprefix(IMAGE_PREFIX)}={d.removeprefix(IMAGE_PREFIX)}" for s, d in cameras.items())
-    typer.echo(f"exported round {checkpoint.round} to {out} (cameras {mapped})")
+    typer.echo(f"exported round {exported} to {out} (cameras {mapped})")

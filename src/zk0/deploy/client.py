@@ -63,6 +63,11 @@ def default_name(uri: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "-", tail)[:64] or "client"
 
 
+def _check_name(name: str, what: str) -> None:
+    if not _NAME.match(name):
+        raise DeployError(f"{what} name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+
+
 def _reachable(address: str, timeout: float = 3.0) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
@@ -110,8 +115,7 @@ class Clients:
 
     def keygen(self, name: str) -> Path:
         """A node key pair under ``<state>/keys``; returns the public key's path."""
-        if not _NAME.match(name):
-            raise DeployError(f"key name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        _check_name(name, "key")
         ensure_writable(self.key_file(name).parent)
         return tls.keygen(self.key_file(name))
 
@@ -134,8 +138,7 @@ class Clients:
         allowed on the server) it connects with TLS and authenticates.
         """
         name = name or default_name(uri)
-        if not _NAME.match(name):
-            raise DeployError(f"client name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        _check_name(name, "client")
         if self.pid(name) is not None:
             raise DeployError(
                 f"client {name!r} is already running; stop it with 'zk0bot client stop {name}' or pick --name"
