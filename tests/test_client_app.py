@@ -34,7 +34,7 @@ def sent(tensors) -> tuple[ArrayRecord, ConfigRecord]:
 def test_fit_returns_exactly_the_trainable_parameters_in_the_wire_dtype(tiny_run_config, kit, initial):
     run_config = tiny_run_config | {"wire-dtype": "bfloat16"}
 
-    arrays, metrics, _ = fit(*sent(initial), context(run_config, kit.datasets[1]))
+    arrays, metrics, _, start = fit(*sent(initial), context(run_config, kit.datasets[1]))
 
     assert list(arrays) == list(initial)
     assert {a.dtype for a in arrays.values()} == {"bfloat16"}
@@ -43,6 +43,7 @@ def test_fit_returns_exactly_the_trainable_parameters_in_the_wire_dtype(tiny_run
     # Samples seen, not batches: 3 steps of 4.
     assert metrics["num-examples"] == 12 and metrics["train-steps"] == 3
     assert metrics["train-loss"] > 0
+    assert start is None  # the server did not ask for an evaluation first
 
 
 def test_proximal_term_keeps_the_update_closer_to_the_global_model(tiny_run_config, kit, initial):
@@ -51,11 +52,39 @@ def test_proximal_term_keeps_the_update_closer_to_the_global_model(tiny_run_conf
 
     def drift(mu: float) -> float:
         arrays = to_arrays(initial, "float32")
-        arrays, _, _ = fit(arrays, round_config(arrays, mu), ctx)
+        arrays, _, _, _ = fit(arrays, round_config(arrays, mu), ctx)
         trained = from_arrays(arrays)
         return sum((trained[k] - initial[k]).pow(2).sum().item() for k in initial)
 
     assert drift(1e4) < drift(0.0)
+
+
+def test_evaluate_first_scores_the_received_model_before_training_it(tiny_run_config, kit, initial):
+    ctx = context(tiny_run_config, kit.datasets[0])
+    arrays, config = sent(initial)
+    config["evaluate-first"] = True
+
+    _, metrics, _, start = fit(arrays, config, ctx)
+
+    # Exactly what an evaluate message would have measured on the same model, then training went on.
+    assert dict(start) == dict(score(*sent(initial), ctx))
+    assert metrics["train-steps"] == tiny_run_config["local-steps"]
+
+
+def test_int8_compression_sends_deltas_the_server_decodes_to_the_trained_values(tiny_run_config, kit, initial):
+    from zk0.compression import decode_tensor
+
+    ctx = context(tiny_run_config, kit.datasets[1])
+    plain, *_ = fit(*sent(initial), ctx)
+    compressed, *_ = fit(*sent(initial), context(tiny_run_config | {"update-compression": "int8"}, kit.datasets[1]))
+
+    assert {a.dtype for a in compressed.values()} == {"int8"}
+    payload = sum(len(a.data) for a in compressed.values())
+    assert payload == sum(v.numel() for v in initial.values()) + 4 * len(initial)  # a byte a value, a scale a tensor
+    trained = from_arrays(plain)  # the same seeded training, uncompressed
+    for name, value in trained.items():
+        scale = (value - initial[name]).abs().max().item() / 127
+        assert (decode_tensor(name, compressed[name], initial) - value).abs().max().item() <= scale / 2 + 1e-6
 
 
 def test_evaluation_is_seeded_and_depends_on_the_weights(tiny_run_config, kit, initial):

@@ -1,12 +1,11 @@
 """The canonical digest of parameter records, and the update norm."""
 
 import hashlib
-import math
 
 import torch
 from flwr.app import Array, ArrayRecord
 
-from zk0.integrity import digest, update_norm
+from zk0.integrity import digest
 from zk0.policy import to_arrays
 
 
@@ -32,9 +31,3 @@ def test_digest_ignores_insertion_order_and_sees_every_field():
     ]
     assert all(digest(to_arrays(v, "float32")) != base for v in variants)
     assert digest(to_arrays({"a": a, "b": b}, "bfloat16")) != base  # dtype
-
-
-def test_update_norm():
-    base = {"x": torch.zeros(2), "y": torch.zeros(1)}
-
-    assert math.isclose(update_norm({"x": torch.tensor([3.0, 0.0]), "y": torch.tensor([4.0])}, base), 5.0)

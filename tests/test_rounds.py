@@ -64,7 +64,11 @@ def digest_mismatch(content):
 
 
 class InProcessGrid:
-    """Delivers each message to the real ClientApp handler of its node, through protobuf both ways."""
+    """Delivers each message to the real ClientApp handler of its node, through protobuf both ways.
+
+    Like Flower's grids it has ``push_messages`` and ``pull_messages``, which
+    zk0's StreamingGrid uses; a message is handled when its reply is pulled.
+    """
 
     def __init__(self, run_config: dict, datasets: dict[int, str]) -> None:
         self.run_config = run_config
@@ -72,6 +76,8 @@ class InProcessGrid:
         self.tamper: dict[int, object] = {}
         self.wire: list[bytes] = []  # every message as serialised
         self.honest: dict[int, dict] = {}  # the untampered update of each node
+        self.outbox: dict[str, Message] = {}
+        self.delivered: list[str] = []  # the type of every message handled, in order
 
     def get_node_ids(self):
         return sorted(self.datasets)
@@ -83,26 +89,31 @@ class InProcessGrid:
         proto.ParseFromString(data)
         return message_from_proto(proto)
 
-    def send_and_receive(self, messages, *, timeout=None):
-        replies = []
-        for msg in messages:
-            node = msg.metadata.dst_node_id
-            ctx = Context(
-                run_id=1,
-                node_id=node,
-                node_config={"dataset-uri": f"local:{self.datasets[node]}", "num-workers": 0},
-                state=RecordDict(),
-                run_config=self.run_config,
-            )
-            if msg.metadata.message_type.startswith("evaluate"):
-                replies.append(self._over_the_wire(evaluate_handler(self._over_the_wire(msg), ctx)))
-                continue
-            reply = train_handler(self._over_the_wire(msg), ctx)
-            self.honest[node] = from_arrays(reply.content["arrays"])
-            if node in self.tamper:
-                self.tamper[node](reply.content)
-            replies.append(self._over_the_wire(reply))
-        return replies
+    def push_messages(self, messages):
+        ids = [f"message-{len(self.wire) + i}" for i in range(len(messages))]
+        self.outbox |= {mid: self._over_the_wire(msg) for mid, msg in zip(ids, messages, strict=True)}
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._handle(self.outbox.pop(mid)) for mid in message_ids if mid in self.outbox]
+
+    def _handle(self, msg: Message) -> Message:
+        self.delivered.append(msg.metadata.message_type)
+        node = msg.metadata.dst_node_id
+        ctx = Context(
+            run_id=1,
+            node_id=node,
+            node_config={"dataset-uri": f"local:{self.datasets[node]}", "num-workers": 0},
+            state=RecordDict(),
+            run_config=self.run_config,
+        )
+        if msg.metadata.message_type.startswith("evaluate"):
+            return self._over_the_wire(evaluate_handler(msg, ctx))
+        reply = train_handler(msg, ctx)
+        self.honest[node] = from_arrays(reply.content["arrays"])
+        if node in self.tamper:
+            self.tamper[node](reply.content)
+        return self._over_the_wire(reply)
 
 
 GOOD = (1, 2, 3)
@@ -220,10 +231,12 @@ def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(
     assert sorted(lines) == [0, 1, 2, 3]
     # Round 0 evaluates the untrained model and trains nothing; then every 2nd round and the last.
     assert "train" not in lines[0] and lines[0]["start-digest"] == digest(initial)
-    assert [r for r in lines if lines[r]["evaluate"]] == [0, 2, 3]
-    # Each message carries the model: 2 nodes, once to train and once more on evaluation rounds.
+    assert [r for r in lines if lines[r].get("evaluate")] == [0, 2, 3]
+    # Each message carries the model: 2 nodes, once to train (and to evaluate the model they receive first,
+    # round 0's and round 2's), once more to evaluate the last round's model.
     payload = sum(len(a.data) for a in initial.values())
-    assert [lines[r]["bytes-sent"] for r in range(4)] == [2 * payload, 2 * payload, 4 * payload, 4 * payload]
+    assert [lines[r].get("bytes-sent", 0) for r in range(4)] == [0, 2 * payload, 2 * payload, 4 * payload]
+    assert grid.delivered.count("evaluate") == 2 and grid.delivered.count("train") == 6
     assert {c["node-id"] for c in lines[0]["eval-clients"]} == {1, 3}
     assert lines[0]["evaluate"]["eval-loss"] > 0 and lines[0]["evaluate"]["action-mse"] > 0
     # The server evaluates the same global models on its own dataset, on the same rounds.

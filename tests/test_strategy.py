@@ -150,6 +150,7 @@ def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
         "server-round": 2,
         "arrays-digest": digest(content["arrays"]),
         "data-key": checkpoints.federation_key(strategy.out_dir).hex(),
+        "evaluate-first": False,
     }
 
 
@@ -198,3 +199,70 @@ def test_federation_key_is_made_once_and_private(tmp_path):
 
     assert len(key) == 32 and checkpoints.federation_key(tmp_path) == key
     assert (tmp_path / checkpoints.KEY_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_int8_deltas_are_rebuilt_from_the_model_the_nodes_received(tiny_run_config, tmp_path):
+    from zk0.compression import encode_update
+
+    cfg = RunConfig.from_run_config(
+        tiny_run_config | TOY | {"wire-dtype": "bfloat16", "update-compression": "int8", "min-clients": 1}
+    )
+    s = Zk0Strategy(cfg, tmp_path)
+    sent = s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
+    s._round = {"round": 1}
+    received = from_arrays(sent)  # bfloat16-rounded: 1/3-style values differ from the float32 global
+    trained = {k: v + 0.25 for k, v in received.items()}
+    update = encode_update(trained, received, "int8", "bfloat16")
+    msg = reply(7, GLOBAL, 4)
+    msg.content["arrays"] = update
+    msg.content["integrity"] = ConfigRecord({"arrays-digest": digest(update)})
+
+    arrays, _ = s.aggregate_train(1, [msg])
+
+    assert all(torch.allclose(from_arrays(arrays)[k], trained[k], atol=1e-6) for k in GLOBAL)
+    line = s._round["clients"][0]
+    assert line["payload-bytes"] == (4 + 3) + 4 * 2  # a byte a value and a float32 scale a tensor
+
+
+def test_a_malformed_int8_delta_is_rejected(strategy, caplog):
+    from flwr.app import Array
+
+    bad = reply(8, GLOBAL, 4)
+    arrays = bad.content["arrays"]
+    arrays["b.bias"] = Array(dtype="int8", shape=(3,), stype="zk0.int8-delta", data=b"\x00\x00\xc0\x7f" + bytes(3))
+    bad.content["integrity"] = ConfigRecord({"arrays-digest": digest(arrays)})
+
+    strategy.aggregate_train(1, [reply(7, GLOBAL, 4), bad])
+
+    assert "rejected update from node 8: array b.bias: int8 delta scale nan" in caplog.text
+
+
+def evaluated(node: int, tensors: dict, num_examples: int, eval_loss: float) -> Message:
+    """A train reply that also carries the node's evaluation of the model it received (evaluate-first)."""
+    msg = reply(node, tensors, num_examples)
+    msg.content["start-evaluate"] = MetricRecord({"num-examples": 10 * node, "eval-loss": eval_loss})
+    return msg
+
+
+def test_evaluation_rides_on_the_next_rounds_train_messages(tiny_run_config, tmp_path):
+    cfg = RunConfig.from_run_config(tiny_run_config | TOY | {"num-server-rounds": 3, "fraction-evaluate": 1.0})
+    s = Zk0Strategy(cfg, tmp_path)
+    s._pending = {"round": 0, "start-digest": "d0"}  # what start() sets for a new federation
+    model = to_arrays(GLOBAL, "float32")
+
+    first = list(s.configure_train(1, model, ConfigRecord(), TwoNodeGrid()))
+    assert first[0].content["config"]["evaluate-first"] is True
+    arrays, _ = s.aggregate_train(1, [evaluated(5, GLOBAL, 4, 2.0), evaluated(6, GLOBAL, 4, 5.0)])
+    assert list(s.configure_evaluate(1, arrays, ConfigRecord(), TwoNodeGrid())) == []  # round 2's nodes will
+    s.aggregate_evaluate(1, [])
+    second = list(s.configure_train(2, arrays, ConfigRecord(), TwoNodeGrid()))
+    assert second[0].content["config"]["evaluate-first"] is True
+    s.aggregate_train(2, [evaluated(5, GLOBAL, 4, 1.0), evaluated(6, GLOBAL, 4, 4.0)])
+    assert list(s.configure_evaluate(2, arrays, ConfigRecord(), TwoNodeGrid())) == []
+
+    lines = checkpoints.read_history(tmp_path)
+    assert [line["round"] for line in lines] == [0, 1]  # round 2's line waits for round 3's replies
+    # Weighted by the held-out samples each node evaluated: (50 * 2 + 60 * 5) / 110 and (50 * 1 + 60 * 4) / 110.
+    assert lines[0]["evaluate"]["eval-loss"] == pytest.approx(400 / 110) and "train" not in lines[0]
+    assert lines[1]["evaluate"]["eval-loss"] == pytest.approx(290 / 110) and lines[1]["accepted"] == 2
+    assert [c["node-id"] for c in lines[1]["eval-clients"]] == [5, 6]

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from zk0 import config as keys
+from zk0.compression import encode_update
 from zk0.config import NodeConfig, RunConfig
 from zk0.datasets import episode_digests
 from zk0.integrity import IntegrityError, digest, episode_tags
 from zk0.logs import use_flower_handlers
 from zk0.node import Node, Split, evaluate_node, open_loader, open_node
-from zk0.policy import from_arrays, to_arrays, trainable_state
+from zk0.policy import from_arrays, trainable_state
 from zk0.task import metrics, train
 
 if TYPE_CHECKING:
@@ -29,12 +31,16 @@ log = logging.getLogger(__name__)
 app = ClientApp()
 
 
-def _setup(arrays: ArrayRecord, round_config: ConfigRecord, context: Context, *, split: Split) -> Node:
+def _setup(
+    arrays: ArrayRecord, round_config: ConfigRecord, context: Context, *, split: Split
+) -> tuple[Node, dict[str, torch.Tensor]]:
+    """The node with the received global parameters loaded, and those parameters."""
     use_flower_handlers()
     if round_config.get(keys.ARRAYS_DIGEST) != digest(arrays):
         raise IntegrityError("the received global parameters do not match the server's digest; refusing them")
     cfg = RunConfig.from_run_config(context.run_config)
-    return open_node(cfg, NodeConfig.from_node_config(context.node_config), from_arrays(arrays), split)
+    received = from_arrays(arrays)
+    return open_node(cfg, NodeConfig.from_node_config(context.node_config), received, split), received
 
 
 def describe_data(dataset: LeRobotDataset, key_hex: str) -> ConfigRecord:
@@ -49,14 +55,23 @@ def describe_data(dataset: LeRobotDataset, key_hex: str) -> ConfigRecord:
 
 def fit(
     arrays: ArrayRecord, round_config: ConfigRecord, context: Context
-) -> tuple[ArrayRecord, MetricRecord, ConfigRecord]:
+) -> tuple[ArrayRecord, MetricRecord, ConfigRecord, MetricRecord | None]:
     """Fine-tune the received global parameters on this node's training episodes.
 
-    Returns the trained parameters, the training metrics and :func:`describe_data`.
+    Returns the update (see :func:`zk0.compression.encode_update`), the training
+    metrics, :func:`describe_data`, and, when the server asked for it
+    (``evaluate-first``), the received model's held-out metrics, measured before training.
     """
-    n = _setup(arrays, round_config, context, split="train")
+    n, received = _setup(arrays, round_config, context, split="train")
     server_round = int(round_config[keys.SERVER_ROUND])
+    start_metrics = None
+    if round_config.get(keys.EVALUATE_FIRST):
+        if n.splits["held-out"]:
+            start_metrics = MetricRecord(evaluate_node(n.using("held-out")))
+        else:
+            log.warning("round %d: no held-out episodes to evaluate the global model on (eval-fraction)", server_round)
     n.policy.config.optimizer_lr = float(round_config[keys.LEARNING_RATE])
+    torch.manual_seed(n.cfg.seed + server_round)  # flow matching's noise and times: a round trains reproducibly
     loader = open_loader(n, shuffle=True, seed=n.cfg.seed + server_round)
     data = describe_data(loader.dataset, str(round_config.get(keys.DATA_KEY, "")))
     result = train(
@@ -75,19 +90,23 @@ def fit(
         result.loss,
         result.seconds,
     )
-    return to_arrays(trainable_state(n.policy), n.cfg.wire_dtype), MetricRecord(dict(metrics(result))), data
+    update = encode_update(trainable_state(n.policy), received, n.cfg.update_compression, n.cfg.wire_dtype)
+    return update, MetricRecord(dict(metrics(result))), data, start_metrics
 
 
 def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> MetricRecord:
     """Evaluate the received global parameters on this node's held-out episodes."""
-    return MetricRecord(evaluate_node(_setup(arrays, round_config, context, split="held-out")))
+    n, _ = _setup(arrays, round_config, context, split="held-out")
+    return MetricRecord(evaluate_node(n))
 
 
 @app.train()
 def train_handler(msg: Message, context: Context) -> Message:
-    arrays, metric_record, data = fit(msg.content["arrays"], msg.content["config"], context)
+    arrays, metric_record, data, start_metrics = fit(msg.content["arrays"], msg.content["config"], context)
     integrity = ConfigRecord({keys.ARRAYS_DIGEST: digest(arrays)})
     content = RecordDict({"arrays": arrays, "metrics": metric_record, keys.INTEGRITY: integrity, keys.DATA: data})
+    if start_metrics is not None:
+        content[keys.START_EVALUATE] = start_metrics
     return Message(content=content, reply_to=msg)
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal, get_args
 from zk0.errors import ConfigError
 
 WireDtype = Literal["float32", "bfloat16"]
+UpdateCompression = Literal["none", "int8"]
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -22,6 +23,11 @@ Device = Literal["auto", "cpu", "cuda"]
 SERVER_ROUND = "server-round"
 LEARNING_RATE = "learning-rate"
 PROXIMAL_MU = "proximal-mu"
+# In a train message's config: evaluate the received global model on the held-out episodes before
+# training it; the reply then carries those metrics as the MetricRecord START_EVALUATE. Saves a
+# separate evaluate message (a ClientApp process and a round trip) per round.
+EVALUATE_FIRST = "evaluate-first"
+START_EVALUATE = "start-evaluate"
 # Digest of the arrays in a message (see zk0.integrity): in the server's config, and in
 # the client's reply under the config record INTEGRITY.
 ARRAYS_DIGEST = "arrays-digest"
@@ -41,7 +47,15 @@ ACTION_MSE = "action-mse"
 
 
 # Field annotations (strings under postponed evaluation) to the type a value must have.
-_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "WireDtype": str, "Device": str}
+_TYPES: dict[str, type] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "WireDtype": str,
+    "UpdateCompression": str,
+    "Device": str,
+}
 
 
 def _key(name: str) -> str:
@@ -139,6 +153,8 @@ class RunConfig:
     use_wandb: bool
     # --- transport and reproducibility ---------------------------------------
     wire_dtype: WireDtype
+    # "int8": clients send their update as int8 deltas to the global model, one scale per tensor (4x fewer bytes).
+    update_compression: UpdateCompression
     seed: int
 
     def __post_init__(self) -> None:
@@ -169,6 +185,7 @@ class RunConfig:
         _check_range("eval-batches", self.eval_batches, low=0)
         _check_range("checkpoint-every", self.checkpoint_every, low=0)
         _check_choice("wire-dtype", self.wire_dtype, get_args(WireDtype))
+        _check_choice("update-compression", self.update_compression, get_args(UpdateCompression))
         if not self.model.strip():
             raise ConfigError("setting 'model' must name a hub id or a local directory, got ''")
 

@@ -1,4 +1,4 @@
-"""Integrity of parameter records: a canonical digest, and the size of an update.
+"""Integrity of parameter records and of the data behind them: a canonical digest, keyed episode tags.
 
 The digest is SHA-256 over, for each array in sorted name order, its name,
 dtype, shape and raw bytes, each length-prefixed so no two records share a
@@ -11,14 +11,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
-import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from flwr.app import ArrayRecord
-
-if TYPE_CHECKING:
-    import torch
 
 
 class IntegrityError(RuntimeError):
@@ -40,14 +35,6 @@ def digest(record: ArrayRecord) -> str:
         _field(h, ",".join(str(d) for d in array.shape).encode())
         _field(h, array.data)
     return h.hexdigest()
-
-
-def update_norm(update: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> float:
-    """L2 norm of ``update - base`` over all parameters (float64 accumulation)."""
-    total = 0.0
-    for name, value in update.items():
-        total += (value.double() - base[name].double()).pow(2).sum().item()
-    return math.sqrt(total)
 
 
 def episode_tags(key: bytes, episode_digests: Iterable[bytes]) -> list[str]:

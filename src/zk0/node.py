@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 from zk0.config import NodeConfig, RunConfig
@@ -30,7 +30,7 @@ Split = Literal["train", "held-out", "all"]
 
 @dataclass
 class Node:
-    """Settings, the policy holding the given weights, and the episodes to use."""
+    """Settings, the policy holding the given weights, and the episodes of each split; ``split`` is in use."""
 
     cfg: RunConfig
     node: NodeConfig
@@ -38,8 +38,19 @@ class Node:
     prepare: Prepare
     source: DatasetSource
     meta: LeRobotDatasetMetadata
-    episodes: list[int]
+    splits: dict[Split, list[int]]
+    split: Split
     device: torch.device
+
+    @property
+    def episodes(self) -> list[int]:
+        return self.splits[self.split]
+
+    def using(self, split: Split) -> Node:
+        """The same node and policy on another split's episodes."""
+        if split == "held-out" and not self.splits[split]:
+            raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
+        return replace(self, split=split)
 
 
 def open_node(cfg: RunConfig, node: NodeConfig, trainable: Mapping[str, torch.Tensor], split: Split) -> Node:
@@ -49,9 +60,7 @@ def open_node(cfg: RunConfig, node: NodeConfig, trainable: Mapping[str, torch.Te
     cameras = check_so100(meta, state_dim=cfg.state_dim, action_dim=cfg.action_dim)
     mapping = camera_map(cameras, cfg.camera_features, node.camera_map)
     train_eps, eval_eps = split_episodes(meta.total_episodes, cfg.eval_fraction, cfg.seed)
-    if split == "held-out" and not eval_eps:
-        raise RuntimeError("this node has no held-out episodes (eval-fraction is 0 or the dataset has one episode)")
-    episodes = {"train": train_eps, "held-out": eval_eps, "all": list(range(meta.total_episodes))}[split]
+    splits: dict[Split, list[int]] = {"train": train_eps, "held-out": eval_eps, "all": list(range(meta.total_episodes))}
     device = resolve_device(node.device)
     policy = build_policy(cfg, str(device))
     load_trainable(policy, trainable)
@@ -63,8 +72,8 @@ def open_node(cfg: RunConfig, node: NodeConfig, trainable: Mapping[str, torch.Te
     def prepare(batch: dict) -> dict:
         return preprocessor(rename_cameras(batch, mapping))
 
-    log.info("cameras %s; %d %s episodes", mapping, len(episodes), split)
-    return Node(cfg, node, policy, prepare, source, meta, episodes, device)
+    log.info("cameras %s; %d %s episodes", mapping, len(splits[split]), split)
+    return Node(cfg, node, policy, prepare, source, meta, splits, "all", device).using(split)
 
 
 def open_loader(n: Node, *, shuffle: bool, seed: int) -> DataLoader:

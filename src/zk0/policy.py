@@ -140,16 +140,18 @@ def to_arrays(tensors: Mapping[str, torch.Tensor], wire_dtype: WireDtype) -> Arr
     return record
 
 
+def decode_array(name: str, array: Array) -> torch.Tensor:
+    """One array made by :func:`to_arrays`, as a float32 tensor; raises PolicyError on a malformed one."""
+    if array.stype != STYPE or array.dtype not in _DTYPES:
+        raise PolicyError(f"array {name}: unsupported encoding {array.stype}/{array.dtype}")
+    dtype = _DTYPES[array.dtype]
+    expected = dtype.itemsize * math.prod(array.shape)
+    if len(array.data) != expected:
+        raise PolicyError(f"array {name}: {len(array.data)} bytes for shape {tuple(array.shape)} {array.dtype}")
+    flat = torch.frombuffer(bytearray(array.data), dtype=dtype) if expected else torch.empty(0, dtype=dtype)
+    return flat.reshape(tuple(array.shape)).to(torch.float32)
+
+
 def from_arrays(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """Decode an ArrayRecord made by :func:`to_arrays` into float32 tensors."""
-    out: dict[str, torch.Tensor] = {}
-    for name, array in record.items():
-        if array.stype != STYPE or array.dtype not in _DTYPES:
-            raise PolicyError(f"array {name}: unsupported encoding {array.stype}/{array.dtype}")
-        dtype = _DTYPES[array.dtype]
-        expected = dtype.itemsize * math.prod(array.shape)
-        if len(array.data) != expected:
-            raise PolicyError(f"array {name}: {len(array.data)} bytes for shape {tuple(array.shape)} {array.dtype}")
-        flat = torch.frombuffer(bytearray(array.data), dtype=dtype) if expected else torch.empty(0, dtype=dtype)
-        out[name] = flat.reshape(tuple(array.shape)).to(torch.float32)
-    return out
+    return {name: decode_array(name, array) for name, array in record.items()}

@@ -1,9 +1,17 @@
 """zk0's strategy: sample-weighted FedAvg (FedProx when mu > 0) in float32 over wire-encoded updates.
 
 It extends Flower's FedAvg by its hooks: the global model is kept in float32
-and encoded in the wire dtype once per round; each reply is decoded and
-checked (digest, names, shapes, finite values, update norm) before it is averaged; the new global
-model is checkpointed and one history line is written per round.
+and encoded in the wire dtype once per round. Replies are taken one at a time
+as they arrive (:mod:`zk0.streaming`); each is checked tensor by tensor
+(digest, names, shapes, finite values, update norm), added to a running
+float32 sum and dropped, so the server holds one update at a time. The new
+global model is checkpointed and one history line is written per round.
+
+Evaluation rides on training: a train message asks the nodes to evaluate the
+model they receive before training it (``evaluate-first``), so a round costs
+one message per node; only the last round of a session sends evaluate messages.
+A round's history line is written once its model has been evaluated, i.e.
+during the next round, or at once when no evaluation is due.
 """
 
 from __future__ import annotations
@@ -13,21 +21,23 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from zk0 import checkpoints, hub
 from zk0 import config as keys
+from zk0.compression import decode_tensor
 from zk0.config import RunConfig
-from zk0.integrity import digest, shared_episodes, update_norm
+from zk0.integrity import digest, shared_episodes
 from zk0.policy import PolicyError, from_arrays, to_arrays
+from zk0.streaming import StreamingGrid
 from zk0.tracking import Tracker
 
 log = logging.getLogger(__name__)
@@ -50,8 +60,9 @@ class RunningMean:
         self.total = 0.0
         self.count = 0
 
-    def add(self, tensors: dict[str, torch.Tensor], weight: float) -> None:
-        for name, value in tensors.items():
+    def add(self, tensors: Iterable[tuple[str, torch.Tensor]], weight: float) -> None:
+        """Add ``(name, tensor)`` pairs (a generator decoding one tensor at a time holds one at a time)."""
+        for name, value in tensors:
             if name in self.sums:
                 self.sums[name].add_(value.to(torch.float32), alpha=weight)
             else:
@@ -68,7 +79,7 @@ def weighted_mean(updates: Iterable[tuple[dict[str, torch.Tensor], float]]) -> d
     """Average float32 tensors weighted by the given (positive) weights."""
     mean = RunningMean()
     for tensors, weight in updates:
-        mean.add(tensors, weight)
+        mean.add(tensors.items(), weight)
     return mean.result()
 
 
@@ -108,8 +119,11 @@ class Zk0Strategy(FedAvg):
         self.rounds_done = rounds_done
         self.target = target or rounds_done + cfg.num_server_rounds
         self._global: dict[str, torch.Tensor] = {}  # the float32 global model this round started from
+        self._base: dict[str, torch.Tensor] = {}  # the same as the nodes decoded it (int8 deltas are to this)
         self._shapes: dict[str, tuple[int, ...]] = {}
         self._round: dict[str, Any] = {}
+        # The history record of the model just sent out, while its evaluation rides on this round's training.
+        self._pending: dict[str, Any] | None = None
         self.tracker = Tracker()  # off until start() opens a run (use-wandb)
 
     def summary(self) -> None:
@@ -126,6 +140,8 @@ class Zk0Strategy(FedAvg):
         self._global = from_arrays(arrays)
         self._shapes = {name: tuple(t.shape) for name, t in self._global.items()}
         encoded = to_arrays(self._global, self.cfg.wire_dtype)
+        lossy = self.cfg.wire_dtype != "float32" and self.cfg.update_compression != "none"
+        self._base = from_arrays(encoded) if lossy else self._global
         config[keys.ARRAYS_DIGEST] = digest(encoded)
         return encoded
 
@@ -135,6 +151,7 @@ class Zk0Strategy(FedAvg):
         config[keys.PROXIMAL_MU] = self.cfg.proximal_mu
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
         config[keys.DATA_KEY] = checkpoints.federation_key(self.out_dir).hex()
+        config[keys.EVALUATE_FIRST] = self._pending is not None
         # The digest of the float32 global model the round starts from: a checkpoint's "digest" after a resume.
         self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": digest(arrays)}
         return self._sent(
@@ -148,13 +165,19 @@ class Zk0Strategy(FedAvg):
         self._round["bytes-sent"] = self._round.get("bytes-sent", 0) + size
         return messages
 
+    def _evaluated(self, rnd: int) -> bool:
+        """Whether round ``rnd``'s model is evaluated (eval-every, and a session's last round always)."""
+        return not (rnd % self.cfg.eval_every and rnd != self.target)
+
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         rnd = self.rounds_done + server_round
-        self._round["evaluated"] = not (rnd % self.cfg.eval_every and rnd != self.target)
-        if not self._round["evaluated"]:
-            return []  # not an evaluation round (eval-every); the last round of a session always is
+        if not self._evaluated(rnd):
+            return []
+        if rnd != self.target and self.cfg.fraction_evaluate > 0:  # the next round's nodes evaluate it first
+            self._pending = self._round
+            return []
         return self._sent(super().configure_evaluate(rnd, self._encode(arrays, config), config, grid))
 
     def start(
@@ -167,7 +190,7 @@ class Zk0Strategy(FedAvg):
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> Result:
-        """Flower's round loop, after a round-0 evaluation of the untrained model when a federation starts."""
+        """Flower's round loop over a :class:`StreamingGrid`; round 1 evaluates a new federation's untrained model."""
         self.tracker = Tracker.start(
             self.cfg.use_wandb,
             project="zk0",
@@ -177,81 +200,142 @@ class Zk0Strategy(FedAvg):
         )
         try:
             if self.rounds_done == 0 and self.cfg.fraction_evaluate > 0:
-                log.info("round 0: evaluating the initial global model (the baseline every round is compared with)")
-                self._round = {"round": 0, "started": time.time(), "start-digest": digest(initial_arrays)}
-                messages = self.configure_evaluate(0, initial_arrays, ConfigRecord(dict(evaluate_config or {})), grid)
-                self.aggregate_evaluate(0, grid.send_and_receive(messages=messages, timeout=timeout))
-            return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+                # Round 0, the untrained model every round is compared with, is evaluated by round 1's nodes.
+                self._pending = {"round": 0, "start-digest": digest(initial_arrays)}
+            streaming = StreamingGrid(grid)
+            return super().start(
+                streaming,
+                initial_arrays,
+                num_rounds,
+                timeout,
+                train_config,
+                evaluate_config,
+                evaluate_fn,  # type: ignore[arg-type]
+            )
         finally:
             self.tracker.finish()
 
-    def _check(self, msg: Message) -> tuple[dict[str, torch.Tensor], float]:
-        """Decode one reply and check it against the global model; raises ValueError on a bad update."""
+    def _check(self, msg: Message) -> tuple[ArrayRecord, MetricRecord, float]:
+        """Check one reply, decoding a tensor at a time; its update, metrics and weight, or ValueError."""
         records = list(msg.content.array_records.values())
-        metric_records = list(msg.content.metric_records.values())
-        if len(records) != 1 or len(metric_records) != 1:
-            raise ValueError("expected one ArrayRecord and one MetricRecord")
-        weight = metric_records[0].get(keys.NUM_EXAMPLES)
+        metric_record = msg.content.metric_records.get("metrics")
+        if len(records) != 1 or metric_record is None:
+            raise ValueError("expected one ArrayRecord and a MetricRecord 'metrics'")
+        record = records[0]
+        weight = metric_record.get(keys.NUM_EXAMPLES)
         if not isinstance(weight, int | float) or weight <= 0:
             raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
         integrity = msg.content.config_records.get(keys.INTEGRITY)
         claimed = integrity.get(keys.ARRAYS_DIGEST) if integrity is not None else None
-        if claimed != digest(records[0]):
+        if claimed != digest(record):
             raise ValueError(f"digest mismatch: the reply claims {claimed!r}, its arrays hash differently")
-        try:
-            tensors = from_arrays(records[0])
-        except PolicyError as err:
-            raise ValueError(str(err)) from None
-        if set(tensors) != set(self._shapes):
-            missing, extra = sorted(set(self._shapes) - set(tensors)), sorted(set(tensors) - set(self._shapes))
+        if set(record) != set(self._shapes):
+            missing, extra = sorted(set(self._shapes) - set(record)), sorted(set(record) - set(self._shapes))
             raise ValueError(f"parameter names differ: missing {missing[:3]}, extra {extra[:3]}")
-        for name, value in tensors.items():
+        squares = 0.0
+        for name, value in self._decoded(record):
             if tuple(value.shape) != self._shapes[name]:
                 raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {self._shapes[name]}")
             if not torch.isfinite(value).all():
                 raise ValueError(f"{name}: non-finite values")
-        if self.cfg.max_update_norm > 0:
-            norm = update_norm(tensors, self._global)
-            if norm > self.cfg.max_update_norm:
-                raise ValueError(f"update norm {norm:.4g} exceeds max-update-norm {self.cfg.max_update_norm:g}")
-        return tensors, float(weight)
+            squares += (value.double() - self._global[name].double()).pow(2).sum().item()
+        norm = squares**0.5
+        if 0 < self.cfg.max_update_norm < norm:
+            raise ValueError(f"update norm {norm:.4g} exceeds max-update-norm {self.cfg.max_update_norm:g}")
+        return record, metric_record, float(weight)
+
+    def _decoded(self, record: ArrayRecord) -> Iterator[tuple[str, torch.Tensor]]:
+        """The update's tensors as float32, decoded one at a time (int8 deltas against what the nodes received)."""
+        for name, array in record.items():
+            try:
+                yield name, decode_tensor(name, array, self._base)
+            except PolicyError as err:
+                raise ValueError(str(err)) from None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = self._round["round"]  # counted across sessions
-        mean = RunningMean()  # each valid update is added as it is checked, then dropped
-        contents, clients, rejected = [], [], 0
+        mean = RunningMean()
+        metrics_seen: list[RecordDict] = []
+        clients: list[dict[str, Any]] = []
+        evaluations: list[tuple[int, MetricRecord]] = []
         tags: dict[int, list[str]] = {}
+        rejected = 0
         for msg in replies:
-            node = msg.metadata.src_node_id
-            if msg.has_error():
-                log.warning("round %d: node %d failed: %s", rnd, node, msg.error.reason)
+            if not self._take(rnd, msg, mean, metrics_seen, clients, evaluations, tags):
                 rejected += 1
-                continue
-            try:
-                tensors, weight = self._check(msg)
-            except ValueError as err:
-                log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
-                rejected += 1
-                continue
-            data = msg.content.config_records.get(keys.DATA) or ConfigRecord()
-            tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
-            mean.add(tensors, weight)
-            contents.append(msg.content)
-            record = next(iter(msg.content.array_records.values()))
-            clients.append(
-                {
-                    "node-id": node,
-                    "param-names-sha256": names_digest(tensors),
-                    "num-arrays": len(record),
-                    "payload-bytes": sum(len(a.data) for a in record.values()),
-                    "train-episodes": data.get(keys.EPISODES),
-                    **dict(next(iter(msg.content.metric_records.values()))),
-                }
-            )
+            del msg  # dropped before the next reply is pulled: one update held at a time
+        if self._pending is not None:
+            self._close(self._pending, evaluations)
+            self._pending = None
         self._round.update(clients=clients, accepted=mean.count, rejected=rejected)
         self._round["bytes-received"] = sum(c["payload-bytes"] for c in clients)
+        self._warn_shared(rnd, tags)
+        if mean.count < self.cfg.min_clients:
+            log.warning(
+                "round %d: %d valid update(s), fewer than min-clients %d; the global model stays as it was",
+                rnd,
+                mean.count,
+                self.cfg.min_clients,
+            )
+            # The round is done, unchanged: a resume starts after it.
+            self._checkpoint(rnd, self._global, to_arrays(self._global, "float32"))
+            return None, None
+        glob = mean.result()
+        metrics = aggregate_metricrecords(metrics_seen, self.weighted_by_key)
+        self._round["train"] = dict(metrics)
+        arrays = to_arrays(glob, "float32")  # encoded once: the checkpoint's digest and the next round's input
+        self._checkpoint(rnd, glob, arrays)
+        log.info(
+            "round %d: aggregated %d updates (%d rejected): %s",
+            rnd,
+            mean.count,
+            rejected,
+            {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
+        )
+        return arrays, metrics
+
+    def _take(
+        self,
+        rnd: int,
+        msg: Message,
+        mean: RunningMean,
+        metrics_seen: list[RecordDict],
+        clients: list[dict[str, Any]],
+        evaluations: list[tuple[int, MetricRecord]],
+        tags: dict[int, list[str]],
+    ) -> bool:
+        """Add one train reply to the round: its update to ``mean`` if valid (True), else log why (False)."""
+        node = msg.metadata.src_node_id
+        if msg.has_error():
+            log.warning("round %d: node %d failed: %s", rnd, node, msg.error.reason)
+            return False
+        evaluation = msg.content.metric_records.get(keys.START_EVALUATE)
+        if evaluation is not None and self._pending is not None:  # the start model's evaluation, valid or not
+            evaluations.append((node, evaluation))
+        try:
+            record, metric_record, weight = self._check(msg)
+        except ValueError as err:
+            log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
+            return False
+        data = msg.content.config_records.get(keys.DATA) or ConfigRecord()
+        tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
+        mean.add(self._decoded(record), weight)
+        metrics_seen.append(RecordDict({"metrics": metric_record}))
+        clients.append(
+            {
+                "node-id": node,
+                "param-names-sha256": names_digest(record),
+                "num-arrays": len(record),
+                "payload-bytes": sum(len(a.data) for a in record.values()),
+                "train-episodes": data.get(keys.EPISODES),
+                **dict(metric_record),
+            }
+        )
+        return True
+
+    def _warn_shared(self, rnd: int, tags: dict[int, list[str]]) -> None:
         shared = shared_episodes(tags)
         self._round["shared-episodes"] = [{"nodes": [a, b], "episodes": n} for a, b, n in shared]
         for a, b, n in shared:
@@ -265,29 +349,6 @@ class Zk0Strategy(FedAvg):
                 len(tags[a]),
                 len(tags[b]),
             )
-        if mean.count < self.cfg.min_clients:
-            log.warning(
-                "round %d: %d valid update(s), fewer than min-clients %d; the global model stays as it was",
-                rnd,
-                mean.count,
-                self.cfg.min_clients,
-            )
-            # The round is done, unchanged: a resume starts after it.
-            self._checkpoint(rnd, self._global, to_arrays(self._global, "float32"))
-            return None, None
-        glob = mean.result()
-        metrics = aggregate_metricrecords(contents, self.weighted_by_key)
-        self._round["train"] = dict(metrics)
-        arrays = to_arrays(glob, "float32")  # encoded once: the checkpoint's digest and the next round's input
-        self._checkpoint(rnd, glob, arrays)
-        log.info(
-            "round %d: aggregated %d updates (%d rejected): %s",
-            rnd,
-            mean.count,
-            rejected,
-            {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
-        )
-        return arrays, metrics
 
     def _checkpoint(self, rnd: int, tensors: dict[str, torch.Tensor], encoded: ArrayRecord) -> None:
         """Save ``tensors`` (``encoded`` is their float32 ArrayRecord, whose digest is recorded)."""
@@ -322,7 +383,7 @@ class Zk0Strategy(FedAvg):
         self._round["checkpoint"] = str(path)
         log.info("round %d: saved %s (LeRobot layout; zk0bot export adds your dataset's stats)", rnd, path)
 
-    def _evaluate_on_server(self) -> dict[str, float] | None:
+    def _evaluate_on_server(self, rnd: int) -> dict[str, float] | None:
         """The global model just evaluated by the nodes, on the server's own dataset (all episodes)."""
         from zk0.config import NodeConfig
         from zk0.node import evaluate_node, open_node
@@ -333,9 +394,9 @@ class Zk0Strategy(FedAvg):
             node = open_node(self.cfg, where, self._global, "all")
             metrics = evaluate_node(node)
         except Exception as err:  # noqa: BLE001 - the federation's rounds go on without this number
-            log.error("round %s: server-side evaluation failed: %s", self._round.get("round"), err)
+            log.error("round %d: server-side evaluation failed: %s", rnd, err)
             return None
-        log.info("round %s: server-side evaluation %s", self._round.get("round"), metrics)
+        log.info("round %d: server-side evaluation %s", rnd, metrics)
         return metrics
 
     def _push(self, rnd: int) -> None:
@@ -349,17 +410,34 @@ class Zk0Strategy(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)
-        metrics = super().aggregate_evaluate(server_round, replies)
-        self._round["evaluate"] = dict(metrics) if metrics is not None else None
-        self._round["eval-clients"] = [
-            {"node-id": m.metadata.src_node_id, **dict(next(iter(m.content.metric_records.values())))}
-            for m in replies
-            if not m.has_error()
-        ]
-        if self._round.pop("evaluated", False) and self.cfg.eval_dataset_uri:
-            self._round["server-evaluate"] = self._evaluate_on_server()
-        self._round.update(run_id=self.run_id, seconds=round(time.time() - self._round.pop("started", time.time()), 3))
-        record = {k.replace("_", "-"): v for k, v in self._round.items()}
-        checkpoints.append_history(self.out_dir, record)
-        self.tracker.log_round(record)
+        self._round["seconds"] = round(time.time() - self._round.pop("started", time.time()), 3)
+        if self._round is self._pending:
+            return None  # written when the next round's nodes have evaluated this model
+        evaluations = [(m.metadata.src_node_id, m.content["metrics"]) for m in replies if not m.has_error()]
+        for m in replies:
+            if m.has_error():
+                log.warning(
+                    "round %d: node %d failed to evaluate: %s",
+                    self._round["round"],
+                    m.metadata.src_node_id,
+                    m.error.reason,
+                )
+        return self._close(self._round, evaluations if self._evaluated(self._round["round"]) else None)
+
+    def _close(self, record: dict[str, Any], evaluations: list[tuple[int, MetricRecord]] | None) -> MetricRecord | None:
+        """Write ``record``'s history line, with its model's evaluation when there was one (None: none was due)."""
+        metrics = None
+        if evaluations is not None:
+            if evaluations:
+                contents = [RecordDict({"metrics": m}) for _, m in evaluations]
+                metrics = aggregate_metricrecords(contents, self.weighted_by_key)
+            record["evaluate"] = dict(metrics) if metrics is not None else None
+            record["eval-clients"] = [{"node-id": node, **dict(m)} for node, m in evaluations]
+            if self.cfg.eval_dataset_uri:
+                record["server-evaluate"] = self._evaluate_on_server(record["round"])
+            log.info("round %d: evaluated on %d node(s): %s", record["round"], len(evaluations), record["evaluate"])
+        record["run-id"] = self.run_id
+        line = {k.replace("_", "-"): v for k, v in record.items()}
+        checkpoints.append_history(self.out_dir, line)
+        self.tracker.log_round(line)
         return metrics

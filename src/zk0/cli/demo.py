@@ -115,7 +115,7 @@ def _follow_session(address: str, state: Path, rounds: int, console: Console) ->
                 if line["round"] == 0:
                     console.print(
                         f"round 0 (untrained): eval loss {ev.get('eval-loss', float('nan')):.4f}, "
-                        f"action MSE {ev.get('action-mse', float('nan')):.4f}, {line['seconds']:.0f} s"
+                        f"action MSE {ev.get('action-mse', float('nan')):.4f} (measured by round 1's clients)"
                     )
                     continue
                 if not line.get("accepted"):
