@@ -1,39 +1,43 @@
-"""Server aggregation: peak RSS and time to aggregate N client updates, each N in a fresh process.
+"""Server aggregation: peak memory and time of one round's aggregation of N client updates, each N in a fresh process.
 
-Each child process makes N synthetic updates of ``--params`` float32 parameters split into
-``--tensors`` tensors (random normal data, not zeros: Flower de-duplicates identical chunks), encoded
-with ``zk0.policy.to_arrays`` in ``--wire-dtype`` as the ArrayRecords a ServerApp holds once
-``grid.send_and_receive`` has returned every reply. Then it aggregates them the way
-``Zk0Strategy.aggregate_train`` does: per reply ``zk0.integrity.digest`` and ``zk0.policy.from_arrays``
-(decode to float32) plus the finite-value check, then the update is added to a
-``zk0.strategy.RunningMean`` and dropped.
+Each child process builds a ``zk0.strategy.Zk0Strategy`` holding a global model of ``--params``
+float32 parameters in ``--tensors`` tensors, then runs one round's ``aggregate_train`` over N
+synthetic updates (random normal data, not zeros: Flower de-duplicates identical chunks), each a
+real train reply as zk0's ClientApp makes it (ArrayRecord, metrics, digest), in one of three
+encodings: ``float32`` and ``bfloat16`` (``wire-dtype``) and ``int8`` (``update-compression=int8``:
+int8 deltas to the global model, one scale per tensor). Two ways to receive them:
 
-Memory is read from the child's own ``/proc/self/status``: RSS after imports (baseline), after the N
-replies exist (held: what Flower's grid gives the strategy), and the peak during aggregation alone
-(``VmHWM`` reset through ``/proc/self/clear_refs`` just before it), plus ``ru_maxrss`` of the whole child.
-"Model" below is one model's float32 size (params x 4 bytes). Each child aggregates ``--repeats`` times
-over the same replies and reports the fastest: the first pass also pays first-touch page faults of
-memory the VM has never backed, which later rounds of a long-running server do not.
+- ``held``: all N replies exist before aggregation starts, as Flower's ``grid.send_and_receive``
+  returns them (what zk0 did before streaming), then ``aggregate_train`` runs over the list.
+- ``streaming``: what zk0 does now. ``zk0.streaming.StreamingGrid`` pulls one reply at a time from
+  a grid that makes each reply when it is pulled (tensor by tensor, as bytes arrive off the wire),
+  and ``aggregate_train`` checks it, adds it to the running sum and drops it before the next pull.
 
-``--sketch`` adds, per N, a streaming variant written here for comparison only (not zk0 code): a
-running float32 weighted sum into which each reply is decoded one tensor at a time and then dropped,
-checked equal to zk0's result.
+Memory is the child's own (``/proc/self/status``): the baseline is RSS once the strategy holds the
+global model, just before the round's replies start to exist; the peak is ``VmHWM`` (reset through
+``/proc/self/clear_refs`` at the baseline) over receiving and aggregating. Growth = peak - baseline,
+in models (one model = params x 4 bytes). Children run with a fixed glibc mmap threshold so RSS
+follows live memory. Time is ``aggregate_train`` alone (making the synthetic replies is excluded),
+the faster of ``--repeats`` rounds (the first also pays the VM's first-touch page faults).
 
     uv run python bench/aggregation.py
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import common
+
+ENCODINGS = ("float32", "bfloat16", "int8")
 
 
 def _status(field: str) -> int:
@@ -44,204 +48,207 @@ def _status(field: str) -> int:
     raise KeyError(field)
 
 
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-        return True
-    except OSError:
-        return False
+def _reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
 
-def _shapes(params: int, tensors: int) -> list[tuple[int, int]]:
-    """``tensors`` 2-D shapes of width 1024 summing to about ``params``."""
-    rows = max(1, params // tensors // 1024)
-    return [(rows, 1024)] * tensors
-
-
-def _updates(n: int, shapes, wire_dtype: str, seed: int):
+def _strategy(args, directory: Path):
     import torch
 
+    from zk0.config import RunConfig
     from zk0.policy import to_arrays
+    from zk0.strategy import Zk0Strategy
 
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for i in range(n):
-        tensors = {f"expert.layers.{j}.weight": torch.randn(shape, generator=gen) for j, shape in enumerate(shapes)}
-        out.append((to_arrays(tensors, wire_dtype), float(100 + 10 * i)))  # weight: samples seen
-        del tensors
-    return out
-
-
-def zk0_aggregate(replies):
-    """What Zk0Strategy.aggregate_train does with N accepted replies: check each, add it to a running mean, drop it."""
-    import torch
-
-    from zk0.integrity import digest
-    from zk0.policy import from_arrays
-    from zk0.strategy import RunningMean
-
-    mean = RunningMean()
-    for record, weight in replies:
-        digest(record)
-        tensors = from_arrays(record)
-        for value in tensors.values():
-            if not torch.isfinite(value).all():
-                raise ValueError("non-finite")
-        mean.add(tensors, weight)
-        del tensors
-    return mean.result()
+    settings = common.tiny_run_config(Path("unused-model"), **{"num-server-rounds": 1000, "checkpoint-every": 0})
+    settings |= {"min-clients": 1, "fraction-evaluate": 0.0}
+    if args.encoding == "int8":
+        settings["update-compression"] = "int8"
+    else:
+        settings["wire-dtype"] = args.encoding
+    strategy = Zk0Strategy(RunConfig.from_run_config(settings), directory)
+    rows = max(1, args.params // args.tensors // 1024)
+    gen = torch.Generator().manual_seed(args.seed)
+    glob = {f"expert.layers.{j}.weight": torch.randn(rows, 1024, generator=gen) for j in range(args.tensors)}
+    return strategy, to_arrays(glob, "float32"), rows * 1024 * args.tensors
 
 
-def streaming_sketch(replies):
-    """A running weighted sum, one reply (and one tensor of it) decoded at a time; comparison only."""
-    import torch
-    from flwr.app import ArrayRecord
+def _start_round(strategy, arrays) -> None:
+    """What configure_train does with the global model (held as Flower's round loop holds it)."""
+    from flwr.app import ConfigRecord
 
-    from zk0.integrity import digest
-    from zk0.policy import from_arrays
+    strategy._encode(arrays, ConfigRecord())
+    strategy._round = {"round": 1}
 
-    total = sum(w for _, w in replies)
-    out: dict[str, torch.Tensor] = {}
-    for record, weight in replies:
-        digest(record)
-        for name in record:
-            (value,) = from_arrays(ArrayRecord({name: record[name]})).values()
-            if not torch.isfinite(value).all():
-                raise ValueError("non-finite")
-            if name in out:
-                out[name].add_(value, alpha=weight / total)
-            else:
-                out[name] = value.mul_(weight / total)
-            del value
-    return out
+
+class SyntheticNodes:
+    """The grid side: each pull makes one node's train reply, tensor by tensor, from a seeded generator."""
+
+    def __init__(self, strategy, encoding: str, seed: int) -> None:
+        self.strategy = strategy
+        self.encoding = encoding
+        self.seed = seed
+        self.pending: dict[str, int] = {}
+        self.making = 0.0  # seconds spent making replies, taken off the aggregation time
+
+    def push_messages(self, messages):
+        self.pending = {f"m{i}": i for i, _ in enumerate(messages)}
+        return list(self.pending)
+
+    def pull_messages(self, message_ids):
+        return [self.reply(self.pending.pop(mid)) for mid in message_ids]
+
+    def reply(self, i: int):
+        import torch
+        from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+
+        from zk0.compression import encode_update
+        from zk0.integrity import digest
+
+        start = time.perf_counter()
+        gen = torch.Generator().manual_seed(self.seed + 1 + i)
+        record = ArrayRecord()
+        for name, base in self.strategy._base.items():
+            trained = {name: base + 0.01 * torch.randn(base.shape, generator=gen)}
+            compression = "int8" if self.encoding == "int8" else "none"
+            wire = "float32" if self.encoding == "int8" else self.encoding
+            record[name] = encode_update(trained, {name: base}, compression, wire)[name]
+            del trained
+        content = RecordDict(
+            {
+                "arrays": record,
+                "metrics": MetricRecord({"num-examples": 100 + 10 * i, "train-loss": 1.0}),
+                "integrity": ConfigRecord({"arrays-digest": digest(record)}),
+            }
+        )
+        ins = Message(content=RecordDict(), dst_node_id=i + 1, message_type="train")
+        msg = Message(content=content, reply_to=ins)
+        self.making += time.perf_counter() - start
+        return msg
 
 
 def child(args) -> dict[str, Any]:
     import torch
+    from flwr.app import Message, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
 
-    import zk0.integrity  # noqa: F401  (imports outside the measured phases)
-    import zk0.policy  # noqa: F401
-    import zk0.strategy  # noqa: F401
+    from zk0.streaming import StreamingGrid
 
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1  # what a ServerApp process has
     torch.set_num_threads(args.threads)
-    shapes = _shapes(args.params, args.tensors)
-    params = sum(r * c for r, c in shapes)
-    baseline = _status("VmRSS")
-    replies = _updates(args.child, shapes, args.wire_dtype, args.seed)
-    held = _status("VmRSS")
-    fn = streaming_sketch if args.mode == "sketch" else zk0_aggregate
-    reset = _reset_peak()
-    times = []
-    for _ in range(args.repeats):  # later repeats run on memory the VM has already backed (as in later rounds)
-        start = time.perf_counter()
-        result = fn(replies)
-        times.append(time.perf_counter() - start)
-        del result
-    peak = _status("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    out = {
-        "n": args.child,
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        strategy, start_arrays, params = _strategy(args, Path(tmp))
+        for _ in range(args.repeats):
+            _start_round(strategy, start_arrays)
+            nodes = SyntheticNodes(strategy, args.encoding, args.seed)
+            messages = [Message(content=RecordDict(), dst_node_id=i + 1, message_type="train") for i in range(args.n)]
+            baseline = _status("VmRSS")
+            _reset_peak()
+            if args.mode == "held":
+                nodes.push_messages(messages)
+                replies = [nodes.reply(i) for i in range(args.n)]
+                held = _status("VmRSS")
+                start = time.perf_counter()
+                arrays, _ = strategy.aggregate_train(1, replies)
+                seconds = time.perf_counter() - start
+            else:
+                replies = StreamingGrid(nodes, poll=0.0).send_and_receive(messages, timeout=None)
+                held = _status("VmRSS")
+                start = time.perf_counter()
+                arrays, _ = strategy.aggregate_train(1, replies)
+                seconds = time.perf_counter() - start - nodes.making
+            peak = _status("VmHWM")
+            wire = strategy._round["bytes-received"] // args.n
+            del replies, arrays
+            runs.append({"seconds": seconds, "baseline": baseline, "held": held, "peak": peak, "wire": wire})
+    best = min(runs, key=lambda r: r["seconds"])
+    return {
         "mode": args.mode,
+        "encoding": args.encoding,
+        "n": args.n,
         "params": params,
         "model_bytes_fp32": params * 4,
-        "wire_bytes_per_update": sum(len(a.data) for a in replies[0][0].values()),
-        "seconds": min(times),
-        "seconds_each": times,
-        "rss_baseline": baseline,
-        "rss_held": held,
-        "rss_peak_aggregation": peak,
-        "peak_reset_supported": reset,
-        "ru_maxrss_child": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "wire_bytes_per_update": best["wire"],
+        "seconds": best["seconds"],
+        "seconds_each": [r["seconds"] for r in runs],
+        "rss_baseline": best["baseline"],
+        "rss_replies_held": best["held"],
+        "rss_peak": max(r["peak"] for r in runs),
+        "growth_bytes": max(r["peak"] - r["baseline"] for r in runs),
     }
-    if args.mode == "sketch":  # the sketch must give weighted_mean's answer
-        from zk0.strategy import weighted_mean
-
-        del replies[1:]  # keep memory bounded for the check: re-make and compare on 2 replies
-        small = _updates(2, shapes, args.wire_dtype, args.seed)
-        ref = zk0_aggregate(small)
-        got = streaming_sketch(small)
-        out["sketch_matches_weighted_mean"] = all(torch.allclose(ref[k], got[k], atol=1e-6) for k in ref)
-        del weighted_mean
-    return out
 
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], "aggregation")
     p.add_argument("--n", type=int, nargs="+", default=[2, 8, 16], help="numbers of client updates")
-    p.add_argument("--params", type=int, default=25_000_000, help="float32 parameters per update")
+    p.add_argument("--params", type=int, default=25_000_000, help="float32 parameters of the model")
     p.add_argument("--tensors", type=int, default=8, help="tensors the parameters are split into")
-    p.add_argument("--wire-dtype", choices=("float32", "bfloat16"), default="float32")
+    p.add_argument("--encodings", nargs="+", choices=ENCODINGS, default=list(ENCODINGS))
     p.add_argument("--threads", type=int, default=1, help="torch threads in each child")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=2, help="aggregations per child; the fastest is reported")
-    p.add_argument("--sketch", action="store_true", help="also run the streaming sketch (comparison only)")
-    p.add_argument("--child", type=int, default=0, help=argparse_hidden())
-    p.add_argument("--mode", choices=("zk0", "sketch"), default="zk0", help=argparse_hidden())
+    p.add_argument("--repeats", type=int, default=2, help="rounds per child; the fastest is reported")
+    p.add_argument("--no-held", action="store_true", help="skip the all-replies-held comparison (float32)")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", choices=("held", "streaming"), default="streaming", help=argparse.SUPPRESS)
+    p.add_argument("--encoding", choices=ENCODINGS, default="float32", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
+        (n,) = args.n
+        args.n = n
         print(json.dumps(child(args)))
         return
 
     # Fixed glibc mmap threshold: every large buffer is mmapped and returned to the OS when freed, so
     # RSS follows live memory (the dynamic threshold would keep freed update buffers in the heap).
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    plan = [] if args.no_held else [("held", "float32")]
+    plan += [("streaming", e) for e in args.encodings]
     runs = []
-    for mode in ("zk0", "sketch") if args.sketch else ("zk0",):
+    for mode, encoding in plan:
         for n in args.n:
-            cmd = [sys.executable, __file__, "--child", str(n), "--mode", mode]
-            cmd += ["--params", str(args.params), "--tensors", str(args.tensors), "--wire-dtype", args.wire_dtype]
-            cmd += ["--threads", str(args.threads), "--seed", str(args.seed), "--repeats", str(args.repeats)]
+            cmd = [sys.executable, __file__, "--child", "--mode", mode, "--encoding", encoding, "--n", str(n)]
+            cmd += ["--params", str(args.params), "--tensors", str(args.tensors), "--threads", str(args.threads)]
+            cmd += ["--seed", str(args.seed), "--repeats", str(args.repeats)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
             if proc.returncode:
-                sys.exit(f"child N={n} failed:\n{proc.stderr[-3000:]}")
+                sys.exit(f"child {mode} {encoding} N={n} failed:\n{proc.stderr[-3000:]}")
             run = json.loads(proc.stdout.strip().splitlines()[-1])
-            model = run["model_bytes_fp32"]
-            run["growth_models"] = (run["rss_peak_aggregation"] - run["rss_held"]) / model
-            run["held_models"] = (run["rss_held"] - run["rss_baseline"]) / model
-            run["peak_over_baseline_models"] = (run["rss_peak_aggregation"] - run["rss_baseline"]) / model
+            run["growth_models"] = run["growth_bytes"] / run["model_bytes_fp32"]
+            run["wire_models"] = run["wire_bytes_per_update"] / run["model_bytes_fp32"]
             runs.append(run)
-            print(f"{mode} N={n}: {run['seconds']:.2f} s, aggregation grows RSS by {run['growth_models']:.2f} models")
+            print(f"{mode} {encoding} N={n}: {run['seconds']:.2f} s, memory grows by {run['growth_models']:.2f} models")
 
     model = runs[0]["model_bytes_fp32"]
     print(
-        f"\n{runs[0]['params']:,} float32 params per update in {args.tensors} tensors "
-        f"(model = {common.human_bytes(model)}), wire dtype {args.wire_dtype}, {args.threads} torch thread(s)\n"
+        f"\n{runs[0]['params']:,} parameters (one float32 model = {common.human_bytes(model)}), "
+        f"{args.tensors} tensors, {args.threads} torch thread(s)\n"
     )
     rows = [
         (
             r["mode"],
+            r["encoding"],
             r["n"],
-            r["seconds"],
-            r["seconds_each"][0],
-            common.human_bytes(r["rss_held"] - r["rss_baseline"]),
-            common.human_bytes(r["rss_peak_aggregation"]),
-            common.human_bytes(r["rss_peak_aggregation"] - r["rss_held"]),
+            common.human_bytes(r["wire_bytes_per_update"]),
+            f"{r['seconds']:.2f}",
+            common.human_bytes(r["growth_bytes"]),
             f"{r['growth_models']:.2f}",
-            f"{r['growth_models'] / r['n']:.2f}",
-            f"{r['peak_over_baseline_models']:.2f}",
+            f"{r['growth_models'] - r['wire_models']:.2f}",
         )
         for r in runs
     ]
     headers = (
-        "aggregator",
+        "receive",
+        "update",
         "N",
+        "update size",
         "seconds (best)",
-        "seconds (first)",
-        "replies held",
-        "peak RSS",
-        "growth while aggregating",
+        "peak growth",
         "growth (models)",
-        "growth/N (models)",
-        "peak over baseline (models)",
+        "growth less one update (models)",
     )
     print(common.table(headers, rows))
-    print("\ntarget: growth while aggregating <= 1 model regardless of N")
+    print("\ntarget: memory grows by at most one model's worth regardless of N")
     common.write_json(args.json_out, "aggregation", args, {"runs": runs})
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
 
 
 if __name__ == "__main__":

@@ -75,6 +75,17 @@ class RunningMean:
         return {name: value.div_(self.total) for name, value in self.sums.items()}
 
 
+def _get[R: (ArrayRecord, ConfigRecord, MetricRecord)](content: RecordDict, key: str, kind: type[R]) -> R | None:
+    """``content[key]`` if it is a ``kind``.
+
+    Not ``content.metric_records`` and the like: each such view is a reference
+    cycle holding the whole RecordDict, so a reply read through one stays in
+    memory, arrays and all, until Python's cyclic GC happens to run.
+    """
+    value = content.get(key)
+    return value if isinstance(value, kind) else None
+
+
 def weighted_mean(updates: Iterable[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
     """Average float32 tensors weighted by the given (positive) weights."""
     mean = RunningMean()
@@ -161,7 +172,8 @@ class Zk0Strategy(FedAvg):
     def _sent(self, messages: Iterable[Message]) -> list[Message]:
         """Count the parameter bytes going out this round (train and evaluate messages both carry the model)."""
         messages = list(messages)
-        size = sum(len(a.data) for m in messages for r in m.content.array_records.values() for a in r.values())
+        records = [r for m in messages for r in m.content.values() if isinstance(r, ArrayRecord)]
+        size = sum(len(a.data) for r in records for a in r.values())
         self._round["bytes-sent"] = self._round.get("bytes-sent", 0) + size
         return messages
 
@@ -217,15 +229,15 @@ class Zk0Strategy(FedAvg):
 
     def _check(self, msg: Message) -> tuple[ArrayRecord, MetricRecord, float]:
         """Check one reply, decoding a tensor at a time; its update, metrics and weight, or ValueError."""
-        records = list(msg.content.array_records.values())
-        metric_record = msg.content.metric_records.get("metrics")
+        records = [r for r in msg.content.values() if isinstance(r, ArrayRecord)]
+        metric_record = _get(msg.content, "metrics", MetricRecord)
         if len(records) != 1 or metric_record is None:
             raise ValueError("expected one ArrayRecord and a MetricRecord 'metrics'")
         record = records[0]
         weight = metric_record.get(keys.NUM_EXAMPLES)
         if not isinstance(weight, int | float) or weight <= 0:
             raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
-        integrity = msg.content.config_records.get(keys.INTEGRITY)
+        integrity = _get(msg.content, keys.INTEGRITY, ConfigRecord)
         claimed = integrity.get(keys.ARRAYS_DIGEST) if integrity is not None else None
         if claimed != digest(record):
             raise ValueError(f"digest mismatch: the reply claims {claimed!r}, its arrays hash differently")
@@ -238,7 +250,7 @@ class Zk0Strategy(FedAvg):
                 raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {self._shapes[name]}")
             if not torch.isfinite(value).all():
                 raise ValueError(f"{name}: non-finite values")
-            squares += (value.double() - self._global[name].double()).pow(2).sum().item()
+            squares += torch.linalg.vector_norm(value.sub_(self._global[name])).item() ** 2  # value is ours
         norm = squares**0.5
         if 0 < self.cfg.max_update_norm < norm:
             raise ValueError(f"update norm {norm:.4g} exceeds max-update-norm {self.cfg.max_update_norm:g}")
@@ -283,6 +295,7 @@ class Zk0Strategy(FedAvg):
             self._checkpoint(rnd, self._global, to_arrays(self._global, "float32"))
             return None, None
         glob = mean.result()
+        self._global = self._base = {}  # the round's start model: freed before the new one is encoded
         metrics = aggregate_metricrecords(metrics_seen, self.weighted_by_key)
         self._round["train"] = dict(metrics)
         arrays = to_arrays(glob, "float32")  # encoded once: the checkpoint's digest and the next round's input
@@ -311,7 +324,7 @@ class Zk0Strategy(FedAvg):
         if msg.has_error():
             log.warning("round %d: node %d failed: %s", rnd, node, msg.error.reason)
             return False
-        evaluation = msg.content.metric_records.get(keys.START_EVALUATE)
+        evaluation = _get(msg.content, keys.START_EVALUATE, MetricRecord)
         if evaluation is not None and self._pending is not None:  # the start model's evaluation, valid or not
             evaluations.append((node, evaluation))
         try:
@@ -319,7 +332,7 @@ class Zk0Strategy(FedAvg):
         except ValueError as err:
             log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
             return False
-        data = msg.content.config_records.get(keys.DATA) or ConfigRecord()
+        data = _get(msg.content, keys.DATA, ConfigRecord) or ConfigRecord()
         tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
         mean.add(self._decoded(record), weight)
         metrics_seen.append(RecordDict({"metrics": metric_record}))

@@ -35,6 +35,7 @@ class EvalResult:
     loss: float  # mean flow-matching loss per sample
     action_mse: float  # MSE of the predicted chunk vs the recorded one, normalised units, padding masked
     num_examples: int
+    seconds: float
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -134,6 +135,7 @@ def evaluate(
 ) -> EvalResult:
     """Held-out flow-matching loss and action-chunk MSE, seeded so equal weights give equal numbers."""
     policy.eval()
+    start = time.perf_counter()
     loss_sum, sq_sum, valid, seen = 0.0, 0.0, 0, 0
     batches = itertools.islice(loader, max_batches) if max_batches else loader
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -158,7 +160,8 @@ def evaluate(
             seen += n
     if seen == 0:
         raise RuntimeError("no held-out samples to evaluate")
-    return EvalResult(loss=loss_sum / seen, action_mse=sq_sum / max(valid, 1), num_examples=seen)
+    seconds = time.perf_counter() - start
+    return EvalResult(loss=loss_sum / seen, action_mse=sq_sum / max(valid, 1), num_examples=seen, seconds=seconds)
 
 
 def metrics(result: TrainResult | EvalResult) -> Mapping[str, float | int]:
@@ -170,4 +173,9 @@ def metrics(result: TrainResult | EvalResult) -> Mapping[str, float | int]:
             "train-steps": result.steps,
             "train-seconds": result.seconds,
         }
-    return {keys.EVAL_LOSS: result.loss, keys.ACTION_MSE: result.action_mse, keys.NUM_EXAMPLES: result.num_examples}
+    return {
+        keys.EVAL_LOSS: result.loss,
+        keys.ACTION_MSE: result.action_mse,
+        keys.NUM_EXAMPLES: result.num_examples,
+        "eval-seconds": result.seconds,
+    }
