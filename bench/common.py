@@ -12,6 +12,9 @@ import json
 import os
 import platform
 import subprocess
+import sys
+import tempfile
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,6 +59,77 @@ def tiny_run_config(backbone: Path, **overrides: Any) -> dict[str, Any]:
     """pyproject's declared run config + the tiny overrides + ``model=backbone`` + ``overrides``."""
     defaults = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     return {**defaults, **TINY, "model": str(backbone), **overrides}
+
+
+def _zk0bot(*args: str, env: dict[str, str], check: bool = True) -> None:
+    """Run the operator's command ``zk0bot ARGS`` from this venv."""
+    cmd = [str(Path(sys.executable).parent / "zk0bot"), *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if check and proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+
+
+def federation(kit, settings: dict[str, Any], rounds: int, timeout: float) -> dict[str, Any]:
+    """A real loopback federation through the operator's commands, until its session is done.
+
+    ``zk0bot server start --min-clients 2 --rounds ROUNDS --set K=V...`` (``settings`` on top of the
+    offline kit's backbone) and two ``zk0bot client start local:DATASET`` in a temporary state dir:
+    flower-superlink, two flower-supernodes, one ClientApp process per message. Returns the server's
+    history lines and Flower's own traffic figures for the run (``ListRuns``).
+    """
+    from zk0 import checkpoints
+    from zk0.deploy.control import FINISHED, Control
+    from zk0.deploy.process import free_port
+    from zk0.paths import server_dir
+
+    state = Path(tempfile.mkdtemp(prefix="zk0-bench-federation-"))
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ZK0_HOME": str(state)}
+    sets = [
+        arg for key, value in {**settings, "model": str(kit.backbone)}.items() for arg in ("--set", f"{key}={value}")
+    ]
+    started = time.perf_counter()
+    runs = []
+    try:
+        _zk0bot(
+            "server", "start", "--state-dir", str(state), "--port", str(port), "--min-clients", "2",
+            "--rounds", str(rounds), *sets, env=env,
+        )  # fmt: skip
+        for i, dataset in enumerate(kit.datasets[:2]):
+            _zk0bot(
+                "client", "start", f"local:{dataset}", "--state-dir", str(state), "--server", address,
+                "--name", f"bench-{i}", "--num-workers", "0", "--device", "cpu", env=env,
+            )  # fmt: skip
+        clients_started = time.perf_counter() - started
+        control = Control(address)
+        try:
+            deadline = time.monotonic() + timeout
+            while not (runs and runs[0].status == FINISHED):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the session did not finish in {timeout:.0f} s; logs in {state}")
+                time.sleep(1.0)
+                runs = control.runs()
+        finally:
+            control.close()
+        history = checkpoints.read_history(server_dir(state))
+    finally:
+        for i in range(2):
+            _zk0bot("client", "stop", f"bench-{i}", "--state-dir", str(state), env=env, check=False)
+        _zk0bot("server", "stop", "--state-dir", str(state), env=env, check=False)
+    run = runs[0]
+    return {
+        "state_dir": str(state),
+        "session_wall_seconds": time.perf_counter() - started,
+        "server_and_clients_start_seconds": clients_started,
+        "history": history,
+        "flower_run": {
+            "status": run.status,
+            "sub_status": run.sub_status,
+            "bytes_sent": run.bytes_sent,
+            "bytes_recv": run.bytes_recv,
+        },
+    }
 
 
 def machine() -> dict[str, Any]:

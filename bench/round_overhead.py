@@ -9,9 +9,12 @@ opening the dataset, the episode digests of ``describe_data``, the first batch, 
 Part 2 (federation): a real loopback federation through the operator's commands,
 ``zk0bot server start`` and two ``zk0bot client start`` (flower-superlink, two flower-supernodes,
 tiny model, offline kit) in a temporary state dir, until the session's rounds are done. From the
-server's ``history.jsonl``: round wall time ("seconds": configure_train to the end of the round's
-evaluation) minus the slowest client's pure training time ("train-seconds"), and Flower's own
-traffic figures (``ListRuns``: bytes sent / received by the SuperLink for the run).
+server's ``history.jsonl``: round wall time ("seconds": configure_train to the end of the round,
+its evaluation included when it sends one) minus the slowest client's own work in it: its
+"train-seconds", plus the "eval-seconds" of the model it evaluated first (the previous round's,
+measured inside the same train message), plus, in a session's last round, the evaluate message's
+"eval-seconds". Also Flower's own traffic figures (``ListRuns``: bytes sent / received by the
+SuperLink for the run).
 
 This takes about 4 minutes and both cores; run nothing else meanwhile.
 
@@ -27,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import common
@@ -115,109 +117,58 @@ def phases(kit, run_config: dict[str, Any], repeats: int) -> dict[str, Any]:
     return result
 
 
-def _zk0bot(*args: str, env: dict[str, str], check: bool = True) -> None:
-    """Run the operator's command ``zk0bot ARGS`` from this venv."""
-    cmd = [str(Path(sys.executable).parent / "zk0bot"), *args]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if check and proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-
-
-def federation(kit, rounds: int, local_steps: int, timeout: float, pycache: str = "") -> dict[str, Any]:
-    from zk0 import checkpoints
-    from zk0.deploy.control import FINISHED, Control
-    from zk0.deploy.process import free_port
-    from zk0.paths import server_dir
-
-    state = Path(tempfile.mkdtemp(prefix="zk0-bench-round-"))
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ZK0_HOME": str(state)}
-    if pycache:  # every process of the federation (ClientApps included) reads compiled bytecode from here
-        env["PYTHONPYCACHEPREFIX"] = pycache
-        populate = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        subprocess.run([sys.executable, "-c", IMPORTS + ", flwr.server, flwr.serverapp, zk0.server_app"], env=populate)
-    settings = {**common.TINY, "local-steps": local_steps, "model": str(kit.backbone)}
-    sets = [arg for key, value in settings.items() for arg in ("--set", f"{key}={value}")]
-    started = time.perf_counter()
-    history: list[dict[str, Any]] = []
-    runs = []
-    try:
-        _zk0bot(
-            "server", "start", "--state-dir", str(state), "--port", str(port), "--min-clients", "2",
-            "--rounds", str(rounds), *sets, env=env,
-        )  # fmt: skip
-        for i, dataset in enumerate(kit.datasets[:2]):
-            _zk0bot(
-                "client", "start", f"local:{dataset}", "--state-dir", str(state), "--server", address,
-                "--name", f"bench-{i}", "--num-workers", "0", "--device", "cpu", env=env,
-            )  # fmt: skip
-        clients_started = time.perf_counter() - started
-        control = Control(address)
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                history = checkpoints.read_history(server_dir(state))
-                runs = control.runs()
-                if runs and runs[0].status == FINISHED:
-                    break
-                time.sleep(1.0)
-            else:
-                raise RuntimeError(f"the session did not finish in {timeout:.0f} s; logs in {state}")
-        finally:
-            control.close()
-        history = checkpoints.read_history(server_dir(state))
-    finally:
-        for i in range(2):
-            _zk0bot("client", "stop", f"bench-{i}", "--state-dir", str(state), env=env, check=False)
-        _zk0bot("server", "stop", "--state-dir", str(state), env=env, check=False)
+def federation(kit, rounds: int, local_steps: int, timeout: float) -> dict[str, Any]:
+    settings = {**common.TINY, "local-steps": local_steps}
+    fed = common.federation(kit, settings, rounds, timeout)
     rows = []
+    history = fed.pop("history")
+    eval_seconds = {line["round"]: _eval_seconds(line) for line in history}
     for line in history:
+        if line["round"] == 0:
+            continue
         clients = line.get("clients") or []
-        train = max((c.get("train-seconds", 0.0) for c in clients), default=0.0)
+        # The work inside a round: each node evaluates the model it received (round r-1's, when due),
+        # then trains; the session's last round also evaluates its own model in a second message.
+        work = max(
+            (
+                c.get("train-seconds", 0.0) + eval_seconds.get(line["round"] - 1, {}).get(c["node-id"], 0.0)
+                for c in clients
+            ),
+            default=0.0,
+        )
+        last = line["round"] == rounds
+        if last:
+            work += max(eval_seconds.get(line["round"], {}).values(), default=0.0)
         rows.append(
             {
                 "round": line["round"],
+                "messages": 2 if last else 1,
                 "seconds": line["seconds"],
-                "max_client_train_seconds": train,
+                "client_work_seconds": work,
                 "client_train_seconds": [c.get("train-seconds") for c in clients],
-                "overhead_seconds": line["seconds"] - train,
-                "evaluated": bool(line.get("evaluate")),
+                "overhead_seconds": line["seconds"] - work,
                 "payload_bytes_up": sum(c.get("payload-bytes", 0) for c in clients),
                 "bytes_sent": line.get("bytes-sent"),
                 "bytes_received": line.get("bytes-received"),
             }
         )
-    run = runs[0] if runs else None
-    return {
-        "state_dir": str(state),
-        "session_wall_seconds": time.perf_counter() - started,
-        "server_and_clients_start_seconds": clients_started,
-        "rounds": rows,
-        "flower_run": {
-            "status": run.status,
-            "sub_status": run.sub_status,
-            "bytes_sent": run.bytes_sent,
-            "bytes_recv": run.bytes_recv,
-        }
-        if run
-        else None,  # fmt: skip
-    }
+    fed["rounds"] = rows
+    return fed
+
+
+def _eval_seconds(line: dict[str, Any]) -> dict[int, float]:
+    """Each node's seconds evaluating this round's model (its history line's eval-clients)."""
+    return {c["node-id"]: c.get("eval-seconds", 0.0) for c in line.get("eval-clients") or []}
 
 
 def main() -> None:
     p = common.parser(__doc__.splitlines()[0], "round_overhead")
-    p.add_argument("--rounds", type=int, default=2, help="federated rounds")
+    p.add_argument("--rounds", type=int, default=4, help="federated rounds")
     p.add_argument("--local-steps", type=int, default=3, help="optimizer steps per client per round")
     p.add_argument("--repeats", type=int, default=2, help="repeats of each phase measurement")
     p.add_argument("--timeout", type=float, default=480, help="seconds to wait for the session")
     p.add_argument("--skip-federation", action="store_true", help="only measure the phases")
     p.add_argument("--skip-phases", action="store_true", help="only run the federation")
-    p.add_argument(
-        "--bytecode-cache",
-        action="store_true",
-        help="run the federation with a populated PYTHONPYCACHEPREFIX (compiled bytecode outside the venv)",
-    )
     args = p.parse_args()
 
     kit = common.kit(args.kit_dir)
@@ -226,11 +177,7 @@ def main() -> None:
     if not args.skip_phases:
         results["phases"] = _report_phases(kit, run_config, args.repeats)
     if not args.skip_federation:
-        if args.bytecode_cache:
-            with tempfile.TemporaryDirectory(prefix="zk0-bench-pyc-") as cache:
-                results["federation"] = _report_federation(kit, args, cache)
-        else:
-            results["federation"] = _report_federation(kit, args, "")
+        results["federation"] = _report_federation(kit, args)
     common.write_json(args.json_out, "round_overhead", args, results)
 
 
@@ -247,32 +194,28 @@ def _report_phases(kit, run_config: dict[str, Any], repeats: int) -> dict[str, A
     return ph
 
 
-def _report_federation(kit, args, pycache: str) -> dict[str, Any]:
-    fed = federation(kit, args.rounds, args.local_steps, args.timeout, pycache)
-    fed["bytecode_cache"] = bool(pycache)
-    print(
-        f"\nLoopback federation, 2 clients, {args.rounds} rounds, {args.local_steps} local steps"
-        f"{', bytecode cached' if pycache else ''}:\n"
-    )
+def _report_federation(kit, args) -> dict[str, Any]:
+    fed = federation(kit, args.rounds, args.local_steps, args.timeout)
+    print(f"\nLoopback federation, 2 clients, {args.rounds} rounds, {args.local_steps} local steps:\n")
     table_rows = [
         (
             r["round"],
-            "eval only (untrained baseline)" if r["round"] == 0 else "train + eval" if r["evaluated"] else "train",
+            "train (+ eval of the model received)" if r["messages"] == 1 else "train, then eval of the new model",
             r["seconds"],
-            r["max_client_train_seconds"],
+            r["client_work_seconds"],
             r["overhead_seconds"],
             r["payload_bytes_up"],
         )
         for r in fed["rounds"]
     ]
-    headers = ("round", "messages", "round s", "slowest client train s", "overhead s", "update bytes up")
+    headers = ("round", "messages per node", "round s", "slowest client's work s", "overhead s", "update bytes up")
     print(common.table(headers, table_rows))
-    trained = [r["overhead_seconds"] for r in fed["rounds"] if r["round"] > 0]
-    if trained:
-        fed["median_overhead_seconds"] = statistics.median(trained)
-        print(f"\nmedian overhead per trained round: {statistics.median(trained):.1f} s (target <= 12 s)")
-    if fed["flower_run"]:
-        print(f"Flower run traffic: {fed['flower_run']}")
+    one = [r["overhead_seconds"] for r in fed["rounds"] if r["messages"] == 1]
+    if one:
+        fed["median_overhead_seconds"] = statistics.median(one)
+        median = fed["median_overhead_seconds"]
+        print(f"\nmedian overhead per round (one message per node): {median:.1f} s (target <= 12 s)")
+    print(f"Flower run traffic: {fed['flower_run']}")
     return fed
 
 

@@ -214,15 +214,9 @@ class Zk0Strategy(FedAvg):
             if self.rounds_done == 0 and self.cfg.fraction_evaluate > 0:
                 # Round 0, the untrained model every round is compared with, is evaluated by round 1's nodes.
                 self._pending = {"round": 0, "start-digest": digest(initial_arrays)}
-            streaming = StreamingGrid(grid)
+            streaming = StreamingGrid(grid)  # a Grid by delegation
             return super().start(
-                streaming,
-                initial_arrays,
-                num_rounds,
-                timeout,
-                train_config,
-                evaluate_config,
-                evaluate_fn,  # type: ignore[arg-type]
+                streaming, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn
             )
         finally:
             self.tracker.finish()
