@@ -1,5 +1,6 @@
 """Pid files and process-tree shutdown, on real child processes."""
 
+import os
 import socket
 import sys
 import time
@@ -57,3 +58,13 @@ def test_bind_error_says_why_a_server_could_not_listen():
     assert bind_error("127.0.0.1", port) is None
     assert "does not resolve" in bind_error("nosuch.invalid", port)
     assert "is 10.254.254.254 an address of this machine?" in bind_error("10.254.254.254", port)
+
+
+def test_spawned_processes_have_flower_telemetry_off_unless_asked_for(tmp_path, monkeypatch):
+    show = [sys.executable, "-c", "import os; print(os.environ.get('FLWR_TELEMETRY_ENABLED'))"]
+    monkeypatch.delenv("FLWR_TELEMETRY_ENABLED", raising=False)
+    spawn(show, tmp_path / "off.log").wait(30)
+    spawn(show, tmp_path / "on.log", env={**os.environ, "FLWR_TELEMETRY_ENABLED": "1"}).wait(30)
+
+    assert (tmp_path / "off.log").read_text().strip() == "0"
+    assert (tmp_path / "on.log").read_text().strip() == "1"

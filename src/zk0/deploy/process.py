@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import subprocess
 import time
@@ -11,15 +12,20 @@ from pathlib import Path
 
 
 def spawn(cmd: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
-    """Start ``cmd`` in its own session (process group), stdout+stderr appended to ``log_path``."""
+    """Start ``cmd`` in its own session (process group), stdout+stderr appended to ``log_path``.
+
+    Flower's usage telemetry is off unless the environment turns it on: it reports to Flower Labs
+    from every process, and each ClientApp process waits up to 4 s at exit on a network that drops it.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {"FLWR_TELEMETRY_ENABLED": "0", **(os.environ if env is None else env)}
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             list(cmd),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None,
+            env=env,
             start_new_session=True,
         )
 
