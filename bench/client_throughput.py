@@ -3,8 +3,7 @@
 Both loops get a policy built the way zk0's ClientApp builds it (``zk0.client_app._setup``: the
 node's dataset, camera map, SmolVLA from the run config with the received global weights, LeRobot's
 preprocessor with the node's stats) and a DataLoader opened the way the ClientApp opens it
-(``zk0.node.open_loader``, formerly ``zk0.client_app._open_loader``; same seed, so both see
-identical batches in the same order):
+(``zk0.node.open_loader``; same seed, so both see identical batches in the same order):
 
 - zk0: ``zk0.task.train(policy, loader, prepare, steps=...)`` as ``zk0.client_app.fit`` calls it;
 - LeRobot: the body of ``lerobot-train``'s loop (``lerobot/scripts/lerobot_train.py``):
@@ -24,7 +23,6 @@ each comes first. Samples/s = steps x batch size / seconds. Both loops apply the
 
 from __future__ import annotations
 
-import inspect
 import statistics
 import time
 from typing import Any
@@ -52,18 +50,13 @@ def _node(kit, run_config: dict, num_workers: int):
         state=RecordDict(),
         run_config=run_config,
     )
-    # The ClientApp's own setup; its signature is being refactored (held_out= -> split=), take either.
-    params = inspect.signature(client_app._setup).parameters
-    split = {"split": "train"} if "split" in params else {"held_out": False}
-    return client_app._setup(arrays, round_config, context, **split)
+    node, _ = client_app._setup(arrays, round_config, context, split="train")  # the ClientApp's own setup
+    return node
 
 
 def _loader(node, seed: int):
     """The training DataLoader as zk0.client_app.fit opens it."""
-    try:
-        from zk0.node import open_loader
-    except ImportError:  # before the zk0.node refactor
-        from zk0.client_app import _open_loader as open_loader
+    from zk0.node import open_loader
 
     return open_loader(node, shuffle=True, seed=seed)
 
