@@ -22,6 +22,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,18 @@ def weighted_mean(updates: Iterable[tuple[dict[str, torch.Tensor], float]]) -> d
     return mean.result()
 
 
+@dataclass
+class _Tally:
+    """What a round's train replies add up to, one reply at a time (no reply is kept)."""
+
+    mean: RunningMean = field(default_factory=RunningMean)
+    metrics: list[RecordDict] = field(default_factory=list)  # of valid updates, for the weighted train metrics
+    clients: list[dict[str, Any]] = field(default_factory=list)  # a history entry per valid update
+    evaluations: list[tuple[int, MetricRecord]] = field(default_factory=list)  # of the start model, by node
+    tags: dict[int, list[str]] = field(default_factory=dict)  # episode tags of valid updates, by node
+    rejected: int = 0
+
+
 class Zk0Strategy(FedAvg):
     """FedAvg/FedProx for SmolVLA's trainable parameters.
 
@@ -150,7 +163,8 @@ class Zk0Strategy(FedAvg):
         """The global model in the wire dtype; its digest goes into ``config`` for the clients to verify."""
         self._global = from_arrays(arrays)
         self._shapes = {name: tuple(t.shape) for name, t in self._global.items()}
-        encoded = to_arrays(self._global, self.cfg.wire_dtype)
+        # Flower's global record is zk0's float32 encoding already: sent as it is on a float32 wire.
+        encoded = arrays if self.cfg.wire_dtype == "float32" else to_arrays(self._global, self.cfg.wire_dtype)
         lossy = self.cfg.wire_dtype != "float32" and self.cfg.update_compression != "none"
         self._base = from_arrays(encoded) if lossy else self._global
         config[keys.ARRAYS_DIGEST] = digest(encoded)
@@ -163,11 +177,11 @@ class Zk0Strategy(FedAvg):
         config[keys.LEARNING_RATE] = self.cfg.learning_rate
         config[keys.DATA_KEY] = checkpoints.federation_key(self.out_dir).hex()
         config[keys.EVALUATE_FIRST] = self._pending is not None
+        encoded = self._encode(arrays, config)
         # The digest of the float32 global model the round starts from: a checkpoint's "digest" after a resume.
-        self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": digest(arrays)}
-        return self._sent(
-            super().configure_train(self.rounds_done + server_round, self._encode(arrays, config), config, grid)
-        )
+        start = config[keys.ARRAYS_DIGEST] if encoded is arrays else digest(arrays)
+        self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": start}
+        return self._sent(super().configure_train(self.rounds_done + server_round, encoded, config, grid))
 
     def _sent(self, messages: Iterable[Message]) -> list[Message]:
         """Count the parameter bytes going out this round (train and evaluate messages both carry the model)."""
@@ -262,22 +276,17 @@ class Zk0Strategy(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         rnd = self._round["round"]  # counted across sessions
-        mean = RunningMean()
-        metrics_seen: list[RecordDict] = []
-        clients: list[dict[str, Any]] = []
-        evaluations: list[tuple[int, MetricRecord]] = []
-        tags: dict[int, list[str]] = {}
-        rejected = 0
+        tally = _Tally()
         for msg in replies:
-            if not self._take(rnd, msg, mean, metrics_seen, clients, evaluations, tags):
-                rejected += 1
+            self._take(rnd, msg, tally)
             del msg  # dropped before the next reply is pulled: one update held at a time
         if self._pending is not None:
-            self._close(self._pending, evaluations)
+            self._close(self._pending, tally.evaluations)
             self._pending = None
-        self._round.update(clients=clients, accepted=mean.count, rejected=rejected)
-        self._round["bytes-received"] = sum(c["payload-bytes"] for c in clients)
-        self._warn_shared(rnd, tags)
+        mean = tally.mean
+        self._round.update(clients=tally.clients, accepted=mean.count, rejected=tally.rejected)
+        self._round["bytes-received"] = sum(c["payload-bytes"] for c in tally.clients)
+        self._warn_shared(rnd, tally.tags)
         if mean.count < self.cfg.min_clients:
             log.warning(
                 "round %d: %d valid update(s), fewer than min-clients %d; the global model stays as it was",
@@ -290,7 +299,7 @@ class Zk0Strategy(FedAvg):
             return None, None
         glob = mean.result()
         self._global = self._base = {}  # the round's start model: freed before the new one is encoded
-        metrics = aggregate_metricrecords(metrics_seen, self.weighted_by_key)
+        metrics = aggregate_metricrecords(tally.metrics, self.weighted_by_key)
         self._round["train"] = dict(metrics)
         arrays = to_arrays(glob, "float32")  # encoded once: the checkpoint's digest and the next round's input
         self._checkpoint(rnd, glob, arrays)
@@ -298,39 +307,32 @@ class Zk0Strategy(FedAvg):
             "round %d: aggregated %d updates (%d rejected): %s",
             rnd,
             mean.count,
-            rejected,
+            tally.rejected,
             {k: round(v, 5) if isinstance(v, float) else v for k, v in metrics.items()},
         )
         return arrays, metrics
 
-    def _take(
-        self,
-        rnd: int,
-        msg: Message,
-        mean: RunningMean,
-        metrics_seen: list[RecordDict],
-        clients: list[dict[str, Any]],
-        evaluations: list[tuple[int, MetricRecord]],
-        tags: dict[int, list[str]],
-    ) -> bool:
-        """Add one train reply to the round: its update to ``mean`` if valid (True), else log why (False)."""
+    def _take(self, rnd: int, msg: Message, tally: _Tally) -> None:
+        """Add one train reply to the round's tally: its update to the mean if valid, else log why."""
         node = msg.metadata.src_node_id
         if msg.has_error():
             log.warning("round %d: node %d failed: %s", rnd, node, msg.error.reason)
-            return False
+            tally.rejected += 1
+            return
         evaluation = _get(msg.content, keys.START_EVALUATE, MetricRecord)
         if evaluation is not None and self._pending is not None:  # the start model's evaluation, valid or not
-            evaluations.append((node, evaluation))
+            tally.evaluations.append((node, evaluation))
         try:
             record, metric_record, weight = self._check(msg)
         except ValueError as err:
             log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
-            return False
+            tally.rejected += 1
+            return
         data = _get(msg.content, keys.DATA, ConfigRecord) or ConfigRecord()
-        tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
-        mean.add(self._decoded(record), weight)
-        metrics_seen.append(RecordDict({"metrics": metric_record}))
-        clients.append(
+        tally.tags[node] = list(data.get(keys.EPISODE_TAGS, []))  # of valid updates: those that are averaged
+        tally.mean.add(self._decoded(record), weight)
+        tally.metrics.append(RecordDict({"metrics": metric_record}))
+        tally.clients.append(
             {
                 "node-id": node,
                 "param-names-sha256": names_digest(record),
@@ -340,7 +342,6 @@ class Zk0Strategy(FedAvg):
                 **dict(metric_record),
             }
         )
-        return True
 
     def _warn_shared(self, rnd: int, tags: dict[int, list[str]]) -> None:
         shared = shared_episodes(tags)
