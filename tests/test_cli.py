@@ -244,6 +244,10 @@ def test_always_on_server_starts_sessions_as_clients_come_and_go(kit, tmp_path):
         log = (state / "superlink" / "controller.log").read_text()
         assert f"started session {first}" in log and f"session {first} finished: completed" in log
         assert f"started session {second}" in log
+        # Each message's ClientApp was forked from the client's warm launcher, not started cold.
+        node_log = (state / "clients" / "a" / "supernode.log").read_text()
+        assert "each message forks from here" in node_log and "a message runs as pid" in node_log
+        assert "multi-threaded" not in node_log  # Python's fork warning, silenced for the fork-safe threads
         # The next session continues from the first one's checkpoint: its first round is round 2.
         resumed = wait_for(
             lambda: [h for h in checkpoints.read_history(state / "server") if h["run-id"] == second], 300, "a round"

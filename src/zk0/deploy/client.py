@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from zk0.datasets import DatasetSource, check_so100
-from zk0.deploy import DeployError, ensure_writable, flower, tls
+from zk0.deploy import DeployError, ensure_writable, flower, tls, warm
 from zk0.deploy.process import free_port, live_pid, spawn, stop_tree, write_pid
 from zk0.deploy.server import process_env
 
@@ -161,7 +161,7 @@ class Clients:
             settings["camera-map"] = camera_map
         env = process_env(self.state, self.dir(name) / "flwr")
         cmd = flower.supernode(superlink_address=server, port=port, settings=settings, ca_cert=ca_cert, key=key)
-        node = spawn(cmd, self.log_file(name), env)
+        node = spawn(warm.launcher(cmd), self.log_file(name), env)
         write_pid(self.pid_file(name), node.pid)
         info = ClientInfo(name, uri, server, port, report.episodes, report.cameras, tls=ca_cert is not None)
         (self.dir(name) / "client.json").write_text(json.dumps(asdict(info)))
