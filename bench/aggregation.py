@@ -3,7 +3,7 @@
 Each child process builds a ``zk0.strategy.Zk0Strategy`` holding a global model of ``--params``
 float32 parameters in ``--tensors`` tensors, then runs one round's ``aggregate_train`` over N
 synthetic updates (random normal data, not zeros: Flower de-duplicates identical chunks), each a
-real train reply as zk0's ClientApp makes it (ArrayRecord, metrics, digest), in one of three
+real train reply as zk0's ClientApp makes it (packed ArrayRecord, metrics, digest), in one of three
 encodings: ``float32`` and ``bfloat16`` (``wire-dtype``) and ``int8`` (``update-compression=int8``:
 int8 deltas to the global model, one scale per tensor). Two ways to receive them:
 
@@ -103,6 +103,7 @@ class SyntheticNodes:
 
         from zk0.compression import encode_update
         from zk0.integrity import digest
+        from zk0.packing import drain, pack
 
         start = time.perf_counter()
         gen = torch.Generator().manual_seed(self.seed + 1 + i)
@@ -113,11 +114,12 @@ class SyntheticNodes:
             wire = "float32" if self.encoding == "int8" else self.encoding
             record[name] = encode_update(trained, {name: base}, compression, wire)[name]
             del trained
+        claim = digest(record)
         content = RecordDict(
             {
-                "arrays": record,
+                "arrays": pack(drain(record)),  # packed as the ClientApp sends it (tensors over 5 MiB travel alone)
                 "metrics": MetricRecord({"num-examples": 100 + 10 * i, "train-loss": 1.0}),
-                "integrity": ConfigRecord({"arrays-digest": digest(record)}),
+                "integrity": ConfigRecord({"arrays-digest": claim}),
             }
         )
         ins = Message(content=RecordDict(), dst_node_id=i + 1, message_type="train")

@@ -8,11 +8,14 @@ Each round the server sends the global model down to a client and the client sen
 - zk0 fp32/bf16 + int8 up: the global model down in the wire dtype, the update up as int8 deltas
   with one float32 scale per tensor (``update-compression=int8``, ``zk0.compression``).
 
-Tiny config (the test suite's tiny SmolVLA from the offline kit): MEASURED from real records, both the
-payload (sum of ``Array.data`` lengths) and the protobuf the record serialises to
+Tiny config (the test suite's tiny SmolVLA from the offline kit): MEASURED from real records as they
+travel (zk0's packed into few arrays, ``zk0.packing``; upstream's one array per tensor): the payload
+(sum of ``Array.data`` lengths, packing headers included), the protobuf the record serialises to
 (``flwr.common.serde.array_record_to_proto(...).ByteSize()``; Flower then moves arrays in 5 MiB
-chunks, so the bytes on the socket add a little framing per chunk). The int8 update is encoded from
-a trained-like update (the global model plus small noise): its size does not depend on the values.
+chunks, so the bytes on the socket add a little framing per chunk), and the Flower objects the
+record is sent as (the record, each Array, each chunk: one HTTP request each), packed and unpacked.
+The int8 update is encoded from a trained-like update (the global model plus small noise): its
+size does not depend on the values.
 
 Real SmolVLA (lerobot/smolvla_base): COMPUTED from parameter counts (450,046,176 total, 99,880,992
 trainable); no download. Non-parameter buffers, if any, are not counted, nor the int8 scales
@@ -28,13 +31,25 @@ from typing import Any
 import common
 
 
-def _record_sizes(record) -> dict[str, int]:
+def _objects(obj) -> int:
+    """Flower objects ``obj`` is sent as: itself and its children (an ArrayRecord's Arrays, an Array's chunks)."""
+    return 1 + sum(_objects(child) for child in (obj.children or {}).values())
+
+
+def _record_sizes(record, packed: bool) -> dict[str, int]:
+    """Sizes of ``record`` (one array per tensor) as it travels: packed (zk0) or as it is (upstream)."""
     from flwr.common.serde import array_record_to_proto
 
+    from zk0.packing import pack
+
+    sent = pack(record.items()) if packed else record
     return {
         "arrays": len(record),
-        "payload_bytes": sum(len(a.data) for a in record.values()),
-        "proto_bytes": array_record_to_proto(record).ByteSize(),
+        "parameter_bytes": sum(len(a.data) for a in record.values()),
+        "payload_bytes": sum(len(a.data) for a in sent.values()),
+        "proto_bytes": array_record_to_proto(sent).ByteSize(),
+        "objects": _objects(sent),
+        "objects_unpacked": _objects(record),
     }
 
 
@@ -64,7 +79,11 @@ def measure_tiny(backbone) -> dict[str, Any]:
         "params_trainable": sum(t.numel() for t in trainable.values()),
         "state_dict_floats": sum(t.numel() for t in full.values()),
         "state_dict_non_float_entries": skipped,
-        "schemes": {name: {"down": _record_sizes(d), "up": _record_sizes(u)} for name, (d, u) in schemes.items()},
+        "schemes": {
+            name: {"down": _record_sizes(d, packed), "up": _record_sizes(u, packed)}
+            for name, (d, u) in schemes.items()
+            for packed in [name.startswith("zk0")]
+        },
     }
 
 
@@ -85,6 +104,14 @@ def compute_real() -> dict[str, Any]:
             "zk0 trainable bf16 + int8 up": sizes(trainable * 2, trainable),
         },
     }
+
+
+def _objects_cell(up: dict[str, int]) -> str:
+    if "objects" not in up:
+        return "-"
+    if up["objects"] == up["objects_unpacked"]:
+        return str(up["objects"])
+    return f"{up['objects']} ({up['objects_unpacked']})"
 
 
 def main() -> None:
@@ -112,6 +139,7 @@ def main() -> None:
                     common.human_bytes(up),
                     up,
                     sizes["up"].get("proto_bytes", "-"),
+                    _objects_cell(sizes["up"]),
                     common.human_bytes((down + up) * args.rounds),
                     f"{(down + up) / base:.3f}x",
                     f"{sizes['up_ratio_vs_upstream']:.3f}x",
@@ -125,6 +153,7 @@ def main() -> None:
         "up (update)",
         "up bytes",
         "up protobuf bytes",
+        "Flower objects up (unpacked)",
         f"both ways x {args.rounds} round(s)",
         "both ways vs upstream",
         "up vs upstream",

@@ -19,6 +19,7 @@ from zk0.client_app import evaluate_handler, train_handler
 from zk0.config import RunConfig
 from zk0.datasets import split_episodes
 from zk0.integrity import digest
+from zk0.packing import pack, unpack
 from zk0.policy import build_policy, from_arrays, to_arrays, trainable_state
 from zk0.strategy import Zk0Strategy, weighted_mean
 
@@ -110,9 +111,11 @@ class InProcessGrid:
         if msg.metadata.message_type.startswith("evaluate"):
             return self._over_the_wire(evaluate_handler(msg, ctx))
         reply = train_handler(msg, ctx)
+        reply.content["arrays"] = unpack(reply.content["arrays"])  # tampered with as named arrays, then packed again
         self.honest[node] = from_arrays(reply.content["arrays"])
         if node in self.tamper:
             self.tamper[node](reply.content)
+        reply.content["arrays"] = pack(reply.content["arrays"].items())
         return self._over_the_wire(reply)
 
 
@@ -234,7 +237,8 @@ def test_round_0_baseline_eval_every_and_lerobot_checkpoints_every_n_rounds(
     assert [r for r in lines if lines[r].get("evaluate")] == [0, 2, 3]
     # Each message carries the model: 2 nodes, once to train (and to evaluate the model they receive first,
     # round 0's and round 2's), once more to evaluate the last round's model.
-    payload = sum(len(a.data) for a in initial.values())
+    payload = sum(len(a.data) for a in pack(initial.items()).values())  # packed: the tensors' bytes and headers
+    assert payload > sum(len(a.data) for a in initial.values())
     assert [lines[r].get("bytes-sent", 0) for r in range(4)] == [0, 2 * payload, 2 * payload, 4 * payload]
     assert grid.delivered.count("evaluate") == 2 and grid.delivered.count("train") == 6
     assert {c["node-id"] for c in lines[0]["eval-clients"]} == {1, 3}

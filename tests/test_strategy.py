@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
-from flwr.app import ConfigRecord, Error, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 
 from zk0 import checkpoints
 from zk0.config import RunConfig
 from zk0.integrity import digest
+from zk0.packing import pack, unpack
 from zk0.policy import from_arrays, to_arrays
 from zk0.strategy import Zk0Strategy, names_digest, weighted_mean
 
@@ -27,18 +28,38 @@ TOY = {"checkpoint-every": 0}
 GLOBAL = {"a.weight": torch.tensor([[1.0, 2.0], [3.0, 4.0]]), "b.bias": torch.tensor([0.5, -0.5, 1.0])}
 
 
-def reply(node: int, tensors: dict, num_examples: int, wire: str = "float32", claim: str | None = None) -> Message:
-    """A client's train reply as zk0's ClientApp makes it; ``claim`` overrides the digest it reports."""
+def reply(
+    node: int,
+    tensors: dict,
+    num_examples: int,
+    wire: str = "float32",
+    claim: str | None = None,
+    arrays: ArrayRecord | None = None,
+) -> Message:
+    """A client's train reply as zk0's ClientApp makes it, packed; ``claim`` overrides the digest it reports.
+
+    ``arrays`` replaces ``tensors`` in the wire dtype as the reply's (unpacked) update.
+    """
     ins = Message(content=RecordDict(), dst_node_id=node, message_type="train")
-    arrays = to_arrays(tensors, wire)
+    arrays = to_arrays(tensors, wire) if arrays is None else arrays
     content = RecordDict(
         {
-            "arrays": arrays,
+            "arrays": pack(arrays.items()),
             "metrics": MetricRecord({"num-examples": num_examples, "train-loss": 1.0}),
             "integrity": ConfigRecord({"arrays-digest": claim or digest(arrays)}),
         }
     )
     return Message(content=content, reply_to=ins)
+
+
+def wire_bytes(record: ArrayRecord) -> int:
+    """Bytes of ``record`` as it travels: packed, headers included."""
+    return sum(len(a.data) for a in pack(record.items()).values())
+
+
+def opened(packed: ArrayRecord) -> ArrayRecord:
+    """The unpacked arrays of a packed record, which is left as it was (unpack empties what it reads)."""
+    return unpack(ArrayRecord(dict(packed.items())))
 
 
 @pytest.fixture
@@ -133,7 +154,10 @@ def test_history_line_records_clients_names_digest_and_bytes(strategy, tmp_path)
     (client,) = line["clients"]
     assert line["round"] == 1 and line["run-id"] == 42 and line["accepted"] == 1
     assert client["param-names-sha256"] == names_digest(GLOBAL)
-    assert client["payload-bytes"] == 2 * (4 + 3) == line["bytes-received"]
+    sent = to_arrays(GLOBAL, "bfloat16")
+    assert sum(len(a.data) for a in sent.values()) == 2 * (4 + 3)  # seven bfloat16 values
+    assert client["payload-bytes"] == wire_bytes(sent) == line["bytes-received"]
+    assert client["num-arrays"] == 2
     json.dumps(line)
 
 
@@ -141,14 +165,16 @@ def test_configure_sends_the_wire_dtype_and_round_settings(strategy):
     messages = list(strategy.configure_train(2, to_arrays(GLOBAL, "float32"), ConfigRecord(), TwoNodeGrid()))
 
     assert sorted(m.metadata.dst_node_id for m in messages) == [5, 6]
-    assert strategy._round["bytes-sent"] == 2 * 2 * (4 + 3)  # two nodes, seven bfloat16 values each
     content = messages[0].content
-    assert {a.dtype for a in content["arrays"].values()} == {"bfloat16"}
+    assert list(content["arrays"]) == ["packed-00000"]  # both tensors in one array on the wire
+    assert strategy._round["bytes-sent"] == 2 * wire_bytes(to_arrays(GLOBAL, "bfloat16"))  # two nodes
+    arrays = opened(content["arrays"])
+    assert {a.dtype for a in arrays.values()} == {"bfloat16"}
     assert dict(content["config"]) == {
         "proximal-mu": 0.01,
         "learning-rate": 1e-4,
         "server-round": 2,
-        "arrays-digest": digest(content["arrays"]),
+        "arrays-digest": digest(arrays),
         "data-key": checkpoints.federation_key(strategy.out_dir).hex(),
         "evaluate-first": False,
     }
@@ -210,31 +236,41 @@ def test_int8_deltas_are_rebuilt_from_the_model_the_nodes_received(tiny_run_conf
     s = Zk0Strategy(cfg, tmp_path)
     sent = s._encode(to_arrays(GLOBAL, "float32"), ConfigRecord())
     s._round = {"round": 1}
-    received = from_arrays(sent)  # bfloat16-rounded: 1/3-style values differ from the float32 global
+    received = from_arrays(unpack(sent))  # bfloat16-rounded: 1/3-style values differ from the float32 global
     trained = {k: v + 0.25 for k, v in received.items()}
     update = encode_update(trained, received, "int8", "bfloat16")
-    msg = reply(7, GLOBAL, 4)
-    msg.content["arrays"] = update
-    msg.content["integrity"] = ConfigRecord({"arrays-digest": digest(update)})
+    assert sum(len(a.data) for a in update.values()) == (4 + 3) + 4 * 2  # a byte a value, a float32 scale a tensor
 
-    arrays, _ = s.aggregate_train(1, [msg])
+    arrays, _ = s.aggregate_train(1, [reply(7, GLOBAL, 4, arrays=update)])
 
     assert all(torch.allclose(from_arrays(arrays)[k], trained[k], atol=1e-6) for k in GLOBAL)
-    line = s._round["clients"][0]
-    assert line["payload-bytes"] == (4 + 3) + 4 * 2  # a byte a value and a float32 scale a tensor
+    assert s._round["clients"][0]["payload-bytes"] == wire_bytes(update)
 
 
 def test_a_malformed_int8_delta_is_rejected(strategy, caplog):
     from flwr.app import Array
 
-    bad = reply(8, GLOBAL, 4)
-    arrays = bad.content["arrays"]
+    arrays = to_arrays(GLOBAL, "float32")
     arrays["b.bias"] = Array(dtype="int8", shape=(3,), stype="zk0.int8-delta", data=b"\x00\x00\xc0\x7f" + bytes(3))
-    bad.content["integrity"] = ConfigRecord({"arrays-digest": digest(arrays)})
 
-    strategy.aggregate_train(1, [reply(7, GLOBAL, 4), bad])
+    strategy.aggregate_train(1, [reply(7, GLOBAL, 4), reply(8, GLOBAL, 4, arrays=arrays)])
 
     assert "rejected update from node 8: array b.bias: int8 delta scale nan" in caplog.text
+
+
+def test_a_reply_that_is_not_packed_or_is_cut_short_is_rejected(strategy, caplog):
+    plain = reply(8, GLOBAL, 4)
+    plain.content["arrays"] = to_arrays(GLOBAL, "float32")  # one array per tensor, as before packing
+    cut = reply(9, GLOBAL, 4)
+    bucket = cut.content["arrays"]["packed-00000"]
+    bucket.data, bucket.shape = bucket.data[:-4], (len(bucket.data) - 4,)  # the last float lost on the way
+
+    strategy.aggregate_train(1, [reply(7, GLOBAL, 4), plain, cut])
+
+    assert strategy._round["accepted"] == 1 and strategy._round["rejected"] == 2
+    assert "rejected update from node 8: array a.weight: expected a zk0.packed array" in caplog.text
+    assert "rejected update from node 9: packed array packed-00000: " in caplog.text
+    assert "bytes of data, its header lists" in caplog.text
 
 
 def evaluated(node: int, tensors: dict, num_examples: int, eval_loss: float) -> Message:

@@ -2,7 +2,9 @@
 
 Each message starts a fresh ClientApp process. The node's dataset URI comes
 from ``context.node_config``; only trainable parameters and scalar metrics
-leave the node.
+leave the node. Parameters travel packed (:mod:`zk0.packing`): the handlers
+unpack what arrives and pack what they send; everything between works on
+named arrays.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from zk0.datasets import episode_digests
 from zk0.integrity import IntegrityError, digest, episode_tags
 from zk0.logs import use_flower_handlers
 from zk0.node import Node, Split, evaluate_node, open_loader, open_node
+from zk0.packing import drain, pack, unpack
 from zk0.policy import from_arrays, trainable_state
 from zk0.task import metrics, train
 
@@ -102,9 +105,11 @@ def score(arrays: ArrayRecord, round_config: ConfigRecord, context: Context) -> 
 
 @app.train()
 def train_handler(msg: Message, context: Context) -> Message:
-    arrays, metric_record, data, start_metrics = fit(msg.content["arrays"], msg.content["config"], context)
+    arrays, metric_record, data, start_metrics = fit(unpack(msg.content["arrays"]), msg.content["config"], context)
     integrity = ConfigRecord({keys.ARRAYS_DIGEST: digest(arrays)})
-    content = RecordDict({"arrays": arrays, "metrics": metric_record, keys.INTEGRITY: integrity, keys.DATA: data})
+    content = RecordDict(
+        {"arrays": pack(drain(arrays)), "metrics": metric_record, keys.INTEGRITY: integrity, keys.DATA: data}
+    )
     if start_metrics is not None:
         content[keys.START_EVALUATE] = start_metrics
     return Message(content=content, reply_to=msg)
@@ -112,5 +117,5 @@ def train_handler(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_handler(msg: Message, context: Context) -> Message:
-    metric_record = score(msg.content["arrays"], msg.content["config"], context)
+    metric_record = score(unpack(msg.content["arrays"]), msg.content["config"], context)
     return Message(content=RecordDict({"metrics": metric_record}), reply_to=msg)

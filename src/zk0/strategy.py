@@ -1,8 +1,9 @@
 """zk0's strategy: sample-weighted FedAvg (FedProx when mu > 0) in float32 over wire-encoded updates.
 
 It extends Flower's FedAvg by its hooks: the global model is kept in float32
-and encoded in the wire dtype once per round. Replies are taken one at a time
-as they arrive (:mod:`zk0.streaming`); each is checked tensor by tensor
+and encoded in the wire dtype once per round, packed into few arrays
+(:mod:`zk0.packing`). Replies are taken one at a time as they arrive
+(:mod:`zk0.streaming`); each is unpacked and checked tensor by tensor
 (digest, names, shapes, finite values, update norm), added to a running
 float32 sum and dropped, so the server holds one update at a time. The new
 global model is checkpointed and one history line is written per round.
@@ -37,6 +38,7 @@ from zk0 import config as keys
 from zk0.compression import decode_tensor
 from zk0.config import RunConfig
 from zk0.integrity import digest, shared_episodes
+from zk0.packing import pack, unpack
 from zk0.policy import PolicyError, from_arrays, to_arrays
 from zk0.streaming import StreamingGrid
 from zk0.tracking import Tracker
@@ -160,15 +162,15 @@ class Zk0Strategy(FedAvg):
         super().summary()
 
     def _encode(self, arrays: ArrayRecord, config: ConfigRecord) -> ArrayRecord:
-        """The global model in the wire dtype; its digest goes into ``config`` for the clients to verify."""
+        """The global model in the wire dtype, packed; its digest goes into ``config`` for the clients to verify."""
         self._global = from_arrays(arrays)
         self._shapes = {name: tuple(t.shape) for name, t in self._global.items()}
-        # Flower's global record is zk0's float32 encoding already: sent as it is on a float32 wire.
+        # Flower's global record is zk0's float32 encoding already: packed as it is on a float32 wire.
         encoded = arrays if self.cfg.wire_dtype == "float32" else to_arrays(self._global, self.cfg.wire_dtype)
         lossy = self.cfg.wire_dtype != "float32" and self.cfg.update_compression != "none"
         self._base = from_arrays(encoded) if lossy else self._global
         config[keys.ARRAYS_DIGEST] = digest(encoded)
-        return encoded
+        return pack(encoded.items())
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -179,7 +181,7 @@ class Zk0Strategy(FedAvg):
         config[keys.EVALUATE_FIRST] = self._pending is not None
         encoded = self._encode(arrays, config)
         # The digest of the float32 global model the round starts from: a checkpoint's "digest" after a resume.
-        start = config[keys.ARRAYS_DIGEST] if encoded is arrays else digest(arrays)
+        start = config[keys.ARRAYS_DIGEST] if self.cfg.wire_dtype == "float32" else digest(arrays)
         self._round = {"round": self.rounds_done + server_round, "started": time.time(), "start-digest": start}
         return self._sent(super().configure_train(self.rounds_done + server_round, encoded, config, grid))
 
@@ -235,16 +237,23 @@ class Zk0Strategy(FedAvg):
         finally:
             self.tracker.finish()
 
-    def _check(self, msg: Message) -> tuple[ArrayRecord, MetricRecord, float]:
-        """Check one reply, decoding a tensor at a time; its update, metrics and weight, or ValueError."""
+    def _check(self, msg: Message) -> tuple[ArrayRecord, MetricRecord, float, int]:
+        """Check one reply, decoding a tensor at a time; its unpacked update, metrics, weight and wire bytes.
+
+        Raises ValueError saying what is wrong with it.
+        """
         records = [r for r in msg.content.values() if isinstance(r, ArrayRecord)]
         metric_record = _get(msg.content, "metrics", MetricRecord)
         if len(records) != 1 or metric_record is None:
             raise ValueError("expected one ArrayRecord and a MetricRecord 'metrics'")
-        record = records[0]
         weight = metric_record.get(keys.NUM_EXAMPLES)
         if not isinstance(weight, int | float) or weight <= 0:
             raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
+        size = sum(len(a.data) for a in records[0].values())
+        try:
+            record = unpack(records[0])
+        except PolicyError as err:
+            raise ValueError(str(err)) from None
         integrity = _get(msg.content, keys.INTEGRITY, ConfigRecord)
         claimed = integrity.get(keys.ARRAYS_DIGEST) if integrity is not None else None
         if claimed != digest(record):
@@ -262,7 +271,7 @@ class Zk0Strategy(FedAvg):
         norm = squares**0.5
         if 0 < self.cfg.max_update_norm < norm:
             raise ValueError(f"update norm {norm:.4g} exceeds max-update-norm {self.cfg.max_update_norm:g}")
-        return record, metric_record, float(weight)
+        return record, metric_record, float(weight), size
 
     def _decoded(self, record: ArrayRecord) -> Iterator[tuple[str, torch.Tensor]]:
         """The update's tensors as float32, decoded one at a time (int8 deltas against what the nodes received)."""
@@ -323,7 +332,7 @@ class Zk0Strategy(FedAvg):
         if evaluation is not None and self._pending is not None:  # the start model's evaluation, valid or not
             tally.evaluations.append((node, evaluation))
         try:
-            record, metric_record, weight = self._check(msg)
+            record, metric_record, weight, size = self._check(msg)
         except ValueError as err:
             log.warning("round %d: rejected update from node %d: %s", rnd, node, err)
             tally.rejected += 1
@@ -337,7 +346,7 @@ class Zk0Strategy(FedAvg):
                 "node-id": node,
                 "param-names-sha256": names_digest(record),
                 "num-arrays": len(record),
-                "payload-bytes": sum(len(a.data) for a in record.values()),
+                "payload-bytes": size,
                 "train-episodes": data.get(keys.EPISODES),
                 **dict(metric_record),
             }
