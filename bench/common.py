@@ -73,8 +73,9 @@ def federation(kit, settings: dict[str, Any], rounds: int, timeout: float) -> di
     """A real loopback federation through the operator's commands, until its session is done.
 
     ``zk0bot server start --min-clients 2 --rounds ROUNDS --set K=V...`` (``settings`` on top of the
-    offline kit's backbone) and two ``zk0bot client start local:DATASET`` in a temporary state dir:
-    flower-superlink, two flower-supernodes, one ClientApp process per message. Returns the server's
+    offline kit's backbone) and two ``zk0bot client start local:DATASET --threads CORES/2`` in a temporary
+    state dir: flower-superlink, two flower-supernodes (each with half the cores, as if on a machine of its
+    own), one ClientApp process per message (forked from the node's warm launcher). Returns the server's
     history lines and Flower's own traffic figures for the run (``ListRuns``).
     """
     from zk0 import checkpoints
@@ -83,6 +84,7 @@ def federation(kit, settings: dict[str, Any], rounds: int, timeout: float) -> di
     from zk0.paths import server_dir
 
     state = Path(tempfile.mkdtemp(prefix="zk0-bench-federation-"))
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
     port = free_port()
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ZK0_HOME": str(state)}
@@ -99,7 +101,7 @@ def federation(kit, settings: dict[str, Any], rounds: int, timeout: float) -> di
         for i, dataset in enumerate(kit.datasets[:2]):
             _zk0bot(
                 "client", "start", f"local:{dataset}", "--state-dir", str(state), "--server", address,
-                "--name", f"bench-{i}", "--num-workers", "0", "--device", "cpu", env=env,
+                "--name", f"bench-{i}", "--num-workers", "0", "--device", "cpu", "--threads", str(threads), env=env,
             )  # fmt: skip
         clients_started = time.perf_counter() - started
         control = Control(address)

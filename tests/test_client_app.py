@@ -36,10 +36,21 @@ def measured(metrics) -> dict:
     return {k: v for k, v in metrics.items() if k != "eval-seconds"}
 
 
-def test_fit_returns_exactly_the_trainable_parameters_in_the_wire_dtype(tiny_run_config, kit, initial):
-    run_config = tiny_run_config | {"wire-dtype": "bfloat16"}
+@pytest.fixture
+def torch_threads():
+    """Restores this process's torch threads after a test that sets them through the node setting."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
 
-    arrays, metrics, _, start = fit(*sent(initial), context(run_config, kit.datasets[1]))
+
+def test_fit_returns_exactly_the_trainable_parameters_in_the_wire_dtype(tiny_run_config, kit, initial, torch_threads):
+    run_config = tiny_run_config | {"wire-dtype": "bfloat16"}
+    torch.set_num_threads(2)
+
+    arrays, metrics, _, start = fit(*sent(initial), context(run_config, kit.datasets[1], threads=1))
+
+    assert torch.get_num_threads() == 1  # the node's share of the machine's cores
 
     assert list(arrays) == list(initial)
     assert {a.dtype for a in arrays.values()} == {"bfloat16"}

@@ -64,9 +64,12 @@ def test_missing_and_unknown_keys_are_rejected():
 
 
 def test_node_config_keeps_its_keys_and_ignores_flowers():
-    node = NodeConfig.from_node_config({"dataset-uri": "local:/data/x", "partition-id": 0, "num-workers": 0})
+    node = NodeConfig.from_node_config(
+        {"dataset-uri": "local:/data/x", "partition-id": 0, "num-workers": 0, "threads": 3}
+    )
 
-    assert node == NodeConfig(dataset_uri="local:/data/x", camera_map="", device="auto", num_workers=0)
+    assert node == NodeConfig(dataset_uri="local:/data/x", camera_map="", device="auto", num_workers=0, threads=3)
+    assert NodeConfig.from_node_config({"dataset-uri": "local:/x"}).threads == 0  # torch's default
 
 
 def test_node_config_errors():
@@ -74,3 +77,5 @@ def test_node_config_errors():
         NodeConfig.from_node_config({})
     with pytest.raises(ConfigError, match="'device' must be one of auto, cpu, cuda; got 'tpu'"):
         NodeConfig.from_node_config({"dataset-uri": "local:/x", "device": "tpu"})
+    with pytest.raises(ConfigError, match="'threads'"):
+        NodeConfig.from_node_config({"dataset-uri": "local:/x", "threads": -1})

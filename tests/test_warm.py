@@ -18,7 +18,9 @@ import pytest
 from zk0.deploy import warm
 
 LIGHT = "flwr.supernode.cli"  # the tests preload only this: the real list takes ~10 s
-RECORD = "import json, os, sys, time; json.dump(dict(os.environ), open(sys.argv[1], 'w')); time.sleep(float(sys.argv[2]))"
+RECORD = (
+    "import json, os, sys, time; json.dump(dict(os.environ), open(sys.argv[1], 'w')); time.sleep(float(sys.argv[2]))"
+)
 
 
 def _launch(tmp_path: Path, seconds: float = 120) -> tuple[subprocess.Popen, dict[str, str]]:

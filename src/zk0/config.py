@@ -215,10 +215,14 @@ class NodeConfig:
     device: Device = "auto"
     # DataLoader worker processes for reading the dataset.
     num_workers: int = 2
+    # torch CPU threads for training and evaluation; 0: torch's default (one per core). Nodes that
+    # share a machine's cores each take their share: oversubscribed threads slow every node down.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, get_args(Device))
         _check_range("num-workers", self.num_workers, low=0)
+        _check_range("threads", self.threads, low=0)
 
     @classmethod
     def from_node_config(cls, node_config: Mapping[str, Any]) -> NodeConfig:

@@ -62,6 +62,10 @@ def open_node(cfg: RunConfig, node: NodeConfig, trainable: Mapping[str, torch.Te
     train_eps, eval_eps = split_episodes(meta.total_episodes, cfg.eval_fraction, cfg.seed)
     splits: dict[Split, list[int]] = {"train": train_eps, "held-out": eval_eps, "all": list(range(meta.total_episodes))}
     device = resolve_device(node.device)
+    if node.threads:
+        import torch
+
+        torch.set_num_threads(node.threads)
     policy = build_policy(cfg, str(device))
     load_trainable(policy, trainable)
 

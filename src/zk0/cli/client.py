@@ -31,6 +31,9 @@ def client_start(
     ] = "",
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
     num_workers: Annotated[int, typer.Option(min=0, help="Data loader worker processes.")] = 2,
+    threads: Annotated[
+        int, typer.Option(min=0, help="CPU threads for training (0: one per core); split the cores between nodes.")
+    ] = 0,
     ca_cert: Annotated[
         Path | None, typer.Option(help="The server's CA certificate (ca.pem from its operator): connect with TLS.")
     ] = None,
@@ -54,6 +57,7 @@ def client_start(
         camera_map=camera_map,
         device=device,
         num_workers=num_workers,
+        threads=threads,
         report=report,
         ca_cert=ca_cert,
         key=key,

@@ -60,13 +60,19 @@ def demo(
     state = Path(tempfile.mkdtemp(prefix="zk0-demo-"))
     settings = ServerSettings(port=free_port(), min_clients=clients, overrides=overrides)
     server, robots = Server(state), Clients(state)
+    threads = max(1, len(os.sched_getaffinity(0)) // clients)  # the robots share this machine's cores
     console.print(f"zk0bot server start (state and logs in {state}) ...")
     try:
         server.start(settings)
         for i, dataset in enumerate(kit.datasets):
             uri = f"local:{dataset}"
             info = robots.start(
-                uri, server=settings.address, name=f"robot-{i}", num_workers=0, report=check_dataset(uri)
+                uri,
+                server=settings.address,
+                name=f"robot-{i}",
+                num_workers=0,
+                threads=threads,
+                report=check_dataset(uri),
             )
             console.print(f"zk0bot client start {uri} --name {info.name}: cameras {', '.join(info.cameras)}")
         rows = _follow_session(settings.address, state, rounds, console)

@@ -128,6 +128,7 @@ class Clients:
         camera_map: str = "",
         device: str = "auto",
         num_workers: int = 2,
+        threads: int = 0,
         report: DatasetReport | None = None,
         ca_cert: Path | None = None,
         key: Path | None = None,
@@ -156,7 +157,7 @@ class Clients:
         report = report or check_dataset(uri)
         ensure_writable(self.dir(name))
         port = free_port()
-        settings = {"dataset-uri": uri, "device": device, "num-workers": num_workers}
+        settings = {"dataset-uri": uri, "device": device, "num-workers": num_workers, "threads": threads}
         if camera_map:
             settings["camera-map"] = camera_map
         env = process_env(self.state, self.dir(name) / "flwr")
