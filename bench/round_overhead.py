@@ -4,7 +4,9 @@ Part 1 (phases): fresh Python processes, one after another, time what every Clie
 before it trains, since Flower starts one ClientApp process per message: interpreter start,
 ``import zk0.client_app``, then in one process step by step what ``zk0.client_app.fit`` does (imports,
 dataset metadata and checks, SmolVLA build, loading the received weights, LeRobot's preprocessor,
-opening the dataset, the episode digests of ``describe_data``, the first batch, encoding the reply).
+opening the dataset, the episode digests of ``describe_data``, the first batch, encoding the reply),
+once cold (a fresh process, as Flower starts it) and once warm (a fork of a process that imported
+what zk0's warm launcher imports, as ``zk0bot client start`` runs each message).
 
 Part 2 (federation): a real loopback federation through the operator's commands,
 ``zk0bot server start`` and two ``zk0bot client start`` (flower-superlink, two flower-supernodes,
@@ -69,8 +71,28 @@ ds = source.open(train_eps, resolve_delta_timestamps(policy.config, meta)); mark
 episode_digests(ds); mark("episode digests (describe_data)")
 loader = make_loader(ds, batch_size=cfg.batch_size, shuffle=True, seed=0, num_workers=0)
 batch = pre(rename_cameras(next(iter(loader)), mapping)); mark("first batch + preprocess")
-digest(to_arrays(trainable_state(policy), cfg.wire_dtype)); mark("encode + digest reply")
+from zk0.packing import drain, pack
+reply = to_arrays(trainable_state(policy), cfg.wire_dtype); digest(reply); pack(drain(reply))
+mark("encode + digest + pack reply")
 print(json.dumps(out))
+"""
+
+# The same steps in a fork of a process that imported what zk0's warm launcher imports (zk0.deploy.warm),
+# as each message runs under ``zk0bot client start``; the launcher's one-time import cost comes last.
+WARM_CHILD = r"""
+import importlib, json, os, sys, time
+from zk0.deploy.warm import PRELOAD
+start = time.perf_counter()
+for name in PRELOAD:
+    importlib.import_module(name)
+preload = time.perf_counter() - start
+sys.stdout.flush()
+if os.fork() == 0:
+    exec(compile(sys.argv.pop(1), "phases", "exec"))
+    sys.stdout.flush()
+    os._exit(0)
+os.wait()
+print(json.dumps({"launcher imports (once per client)": preload}))
 """
 
 
@@ -103,17 +125,14 @@ def phases(kit, run_config: dict[str, Any], repeats: int) -> dict[str, Any]:
         _wall([py, "-c", IMPORTS], populate)
         result["all a message imports (bytecode cached)"] = [_wall([py, "-c", IMPORTS], cached) for _ in range(repeats)]
     result["PYTHONDONTWRITEBYTECODE"] = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
-    steps = []
-    for _ in range(repeats):
-        proc = subprocess.run(
-            [py, "-c", PHASES_CHILD, json.dumps(run_config), str(kit.datasets[0])],
-            check=True,
-            env=env,
-            capture_output=True,
-            text=True,
-        )
-        steps.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    result["fit steps"] = steps
+    for key, cmd in (("fit steps", [py, "-c", PHASES_CHILD]), ("fit steps (warm fork)", [py, "-c", WARM_CHILD])):
+        runs = []
+        for _ in range(repeats):
+            args = [*cmd, *([PHASES_CHILD] if key.endswith("(warm fork)") else []), json.dumps(run_config)]
+            proc = subprocess.run([*args, str(kit.datasets[0])], check=True, env=env, capture_output=True, text=True)
+            lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+            runs.append({k: v for line in lines for k, v in line.items()})
+        result[key] = runs
     return result
 
 
@@ -183,15 +202,26 @@ def main() -> None:
 
 def _report_phases(kit, run_config: dict[str, Any], repeats: int) -> dict[str, Any]:
     ph = phases(kit, run_config, repeats)
-    rows = [(name, min(v), max(v)) for name, v in ph.items() if isinstance(v, list) and name != "fit steps"]
-    steps = ph["fit steps"]
-    rows += [(f"  {name}", min(s[name] for s in steps), max(s[name] for s in steps)) for name in steps[0]]
-    total = [sum(s.values()) for s in steps]
-    rows.append(("  total before training (one process)", min(total), max(total)))
-    print("What one ClientApp message pays before it trains (fresh process each; seconds):\n")
+    steps = {key: ph.pop(key) for key in ("fit steps", "fit steps (warm fork)")}
+    rows = [(name, min(v), max(v), "", "") for name, v in ph.items() if isinstance(v, list)]
+    cold, warm = steps["fit steps"], steps["fit steps (warm fork)"]
+    for name in cold[0]:
+        rows.append((f"  {name}", min(r[name] for r in cold), max(r[name] for r in cold), *_span(warm, [name])))
+    totals = [sum(r[name] for name in cold[0]) for r in cold]
+    rows.append(("  total before training", min(totals), max(totals), *_span(warm, list(cold[0]))))
+    once = "launcher imports (once per client)"
+    rows.append((once, "", "", *_span(warm, [once])))
+    ph.update(steps)
+    print("What one ClientApp message pays before it trains (seconds): cold process, or warm fork:\n")
     print(f"PYTHONDONTWRITEBYTECODE={ph['PYTHONDONTWRITEBYTECODE']!r}")
-    print(common.table(("phase", "min s", "max s"), rows))
+    print(common.table(("phase", "cold min s", "cold max s", "warm fork min s", "warm fork max s"), rows))
     return ph
+
+
+def _span(runs: list[dict[str, float]], names: list[str]) -> tuple[float, float]:
+    """Min and max over ``runs`` of the summed ``names``."""
+    sums = [sum(r[name] for name in names) for r in runs]
+    return min(sums), max(sums)
 
 
 def _report_federation(kit, args) -> dict[str, Any]:
