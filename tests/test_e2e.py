@@ -11,7 +11,8 @@ from federation import LocalFederation
 from zk0 import checkpoints
 from zk0.config import RunConfig
 from zk0.datasets import DatasetSource
-from zk0.policy import build_policy, trainable_state
+from zk0.packing import pack
+from zk0.policy import build_policy, to_arrays, trainable_state
 from zk0.strategy import names_digest
 
 pytestmark = pytest.mark.slow
@@ -60,7 +61,9 @@ def test_two_nodes_with_different_cameras_train_two_rounds(kit, tiny_run_config,
     assert baseline["round"] == 0 and "train" not in baseline and len(baseline["eval-clients"]) == 2
 
     initial = trainable_state(build_policy(RunConfig.from_run_config(tiny_run_config)))
-    expected_bytes = 4 * sum(t.numel() for t in initial.values())
+    # The float32 trainable parameters, packed: their bytes plus one header naming them (zk0.packing).
+    expected_bytes = sum(len(a.data) for a in pack(to_arrays(initial, "float32").items()).values())
+    assert 0 < expected_bytes - 4 * sum(t.numel() for t in initial.values()) < 10_000
     for line in history:
         assert line["accepted"] == 2 and line["rejected"] == 0
         assert len({c["node-id"] for c in line["clients"]}) == 2
