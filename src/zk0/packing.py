@@ -5,8 +5,7 @@ each chunk of it of up to 5 MiB), one HTTP request per object and a few at a
 time; a receiver that asks for an object not uploaded yet backs off for a
 second or more. SmolVLA's trainable parameters are many small tensors (47 in
 the tiny test model, ~150 in smolvla_base), so one Array per tensor costs more
-in requests than in bytes: on loopback, two nodes echoing 780 KB took 5.7 s a
-round as one Array and 11.5 s as 47 (docs/BENCHMARKS.md, section 5).
+in requests than in bytes (docs/BENCHMARKS.md, sections 1 and 5).
 
 Packed, a record holds one Array per ~5 MiB of parameters, keyed
 ``packed-00000``, ``packed-00001``, ...; a tensor larger than that travels
