@@ -99,6 +99,7 @@ def _bucket(header: object, payload: bytes = b"", raw_header: bytes | None = Non
         (_raw(b"\xff" * 4 + b"[]"), "truncated"),  # claims a 4 GiB header
         (_bucket([], raw_header=b"[not json"), "malformed header"),
         (_bucket({"w": 1}), "malformed header"),
+        (_bucket([], raw_header=b"[" * 200_000), "malformed header"),  # nested too deep for Python's JSON parser
         (_bucket([["w", "float32", "zk0.raw", [2]]]), "is not [name, dtype, stype, shape, nbytes]"),
         (_bucket([["w", "float32", "zk0.raw", [-2], 8]], bytes(8)), "non-negative integers"),
         (_bucket([["w", "float32", "zk0.raw", [2], True]], bytes(1)), "byte count True"),

@@ -273,6 +273,25 @@ def test_a_reply_that_is_not_packed_or_is_cut_short_is_rejected(strategy, caplog
     assert "bytes of data, its header lists" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("metrics", "reason"),
+    [
+        ({"train-loss": 1.0}, "'num-examples' must be a positive number, got None"),
+        ({"num-examples": float("nan")}, "'num-examples' must be a positive number, got nan"),
+        ({"num-examples": 4, "train-loss": [1.0, 2.0]}, "metric 'train-loss' must be a number"),
+    ],
+)
+def test_train_metrics_that_cannot_be_averaged_reject_the_update(strategy, metrics, reason, caplog):
+    bad = reply(9, GLOBAL, 4)
+    bad.content["metrics"] = MetricRecord(metrics)
+
+    arrays, train_metrics = strategy.aggregate_train(1, [reply(7, GLOBAL, 4), bad])
+
+    assert arrays is not None and train_metrics["train-loss"] == pytest.approx(1.0)
+    assert strategy._round["accepted"] == 1 and strategy._round["rejected"] == 1
+    assert f"rejected update from node 9: {reason}" in caplog.text
+
+
 def evaluated(node: int, tensors: dict, num_examples: int, eval_loss: float) -> Message:
     """A train reply that also carries the node's evaluation of the model it received (evaluate-first)."""
     msg = reply(node, tensors, num_examples)
@@ -302,3 +321,39 @@ def test_evaluation_rides_on_the_next_rounds_train_messages(tiny_run_config, tmp
     assert lines[0]["evaluate"]["eval-loss"] == pytest.approx(400 / 110) and "train" not in lines[0]
     assert lines[1]["evaluate"]["eval-loss"] == pytest.approx(290 / 110) and lines[1]["accepted"] == 2
     assert [c["node-id"] for c in lines[1]["eval-clients"]] == [5, 6]
+
+
+def test_a_start_evaluation_that_cannot_be_averaged_is_ignored_and_the_update_still_counts(
+    tiny_run_config, tmp_path, caplog
+):
+    cfg = RunConfig.from_run_config(tiny_run_config | TOY | {"num-server-rounds": 3, "fraction-evaluate": 1.0})
+    s = Zk0Strategy(cfg, tmp_path)
+    s._pending = {"round": 0, "start-digest": "d0"}
+    no_weight = evaluated(6, GLOBAL, 4, 9.0)
+    no_weight.content["start-evaluate"] = MetricRecord({"eval-loss": 9.0})  # no num-examples
+
+    list(s.configure_train(1, to_arrays(GLOBAL, "float32"), ConfigRecord(), TwoNodeGrid()))
+    arrays, _ = s.aggregate_train(1, [evaluated(5, GLOBAL, 4, 2.0), no_weight])
+
+    assert arrays is not None and s._round["accepted"] == 2
+    (line,) = checkpoints.read_history(tmp_path)
+    assert line["round"] == 0 and line["evaluate"]["eval-loss"] == pytest.approx(2.0)  # node 5's alone
+    assert [c["node-id"] for c in line["eval-clients"]] == [5]
+    assert "round 0: ignored the evaluation from node 6: 'num-examples' must be a positive number" in caplog.text
+
+
+def test_evaluate_replies_that_cannot_be_averaged_are_ignored(strategy, tmp_path, caplog):
+    def answer(node: int, content: RecordDict) -> Message:
+        return Message(content, reply_to=Message(content=RecordDict(), dst_node_id=node, message_type="evaluate"))
+
+    good = answer(5, RecordDict({"metrics": MetricRecord({"num-examples": 3, "eval-loss": 2.0})}))
+    listed = answer(6, RecordDict({"metrics": MetricRecord({"num-examples": 3, "eval-loss": [1.0]})}))
+    empty = answer(7, RecordDict())
+
+    metrics = strategy.aggregate_evaluate(1, [good, listed, empty])
+
+    assert metrics["eval-loss"] == pytest.approx(2.0)
+    (line,) = checkpoints.read_history(tmp_path)
+    assert [c["node-id"] for c in line["eval-clients"]] == [5]
+    assert "round 1: ignored the evaluation from node 6: metric 'eval-loss' must be a number" in caplog.text
+    assert "round 1: ignored the evaluation from node 7: expected a MetricRecord 'metrics'" in caplog.text

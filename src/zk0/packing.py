@@ -92,7 +92,7 @@ def _entries(key: str, bucket: Array) -> list[tuple[str, Array]]:
     try:
         header = json.loads(data[_HEADER.size : end])
         entries = [_entry(item) for item in header]
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, RecursionError) as err:  # RecursionError: JSON nested too deep
         raise PolicyError(f"packed array {key}: malformed header ({err})") from None
     if (listed := sum(n for *_, n in entries)) != len(data) - end:
         raise PolicyError(f"packed array {key}: {len(data) - end} bytes of data, its header lists {listed}")

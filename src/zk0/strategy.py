@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -87,6 +88,23 @@ def _get[R: (ArrayRecord, ConfigRecord, MetricRecord)](content: RecordDict, key:
     """
     value = content.get(key)
     return value if isinstance(value, kind) else None
+
+
+def check_metrics(record: MetricRecord | None) -> float:
+    """The weight (``num-examples``) of a client's metrics; raises ValueError saying what is wrong.
+
+    Every value must be a single number (zk0's ClientApp sends no lists) and the
+    weight positive and finite: Flower's weighted metric average fails on anything else.
+    """
+    if record is None:
+        raise ValueError("expected a MetricRecord 'metrics'")
+    for key, value in record.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"metric {key!r} must be a number, got {value!r}")
+    weight = record.get(keys.NUM_EXAMPLES)
+    if weight is None or not 0 < weight < math.inf:
+        raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
+    return float(weight)
 
 
 def weighted_mean(updates: Iterable[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
@@ -243,12 +261,10 @@ class Zk0Strategy(FedAvg):
         Raises ValueError saying what is wrong with it.
         """
         records = [r for r in msg.content.values() if isinstance(r, ArrayRecord)]
+        if len(records) != 1:
+            raise ValueError("expected one ArrayRecord")
         metric_record = _get(msg.content, "metrics", MetricRecord)
-        if len(records) != 1 or metric_record is None:
-            raise ValueError("expected one ArrayRecord and a MetricRecord 'metrics'")
-        weight = metric_record.get(keys.NUM_EXAMPLES)
-        if not isinstance(weight, int | float) or weight <= 0:
-            raise ValueError(f"'{keys.NUM_EXAMPLES}' must be a positive number, got {weight!r}")
+        weight = check_metrics(metric_record)
         size = sum(len(a.data) for a in records[0].values())
         try:
             record = unpack(records[0])
@@ -329,8 +345,8 @@ class Zk0Strategy(FedAvg):
             tally.rejected += 1
             return
         evaluation = _get(msg.content, keys.START_EVALUATE, MetricRecord)
-        if evaluation is not None and self._pending is not None:  # the start model's evaluation, valid or not
-            tally.evaluations.append((node, evaluation))
+        if evaluation is not None and self._pending is not None:  # kept even if the update is not
+            self._add_evaluation(self._pending["round"], node, evaluation, tally.evaluations)
         try:
             record, metric_record, weight, size = self._check(msg)
         except ValueError as err:
@@ -430,16 +446,26 @@ class Zk0Strategy(FedAvg):
         self._round["seconds"] = round(time.time() - self._round.pop("started", time.time()), 3)
         if self._round is self._pending:
             return None  # written when the next round's nodes have evaluated this model
-        evaluations = [(m.metadata.src_node_id, m.content["metrics"]) for m in replies if not m.has_error()]
+        rnd = self._round["round"]
+        evaluations: list[tuple[int, MetricRecord]] = []
         for m in replies:
             if m.has_error():
-                log.warning(
-                    "round %d: node %d failed to evaluate: %s",
-                    self._round["round"],
-                    m.metadata.src_node_id,
-                    m.error.reason,
-                )
-        return self._close(self._round, evaluations if self._evaluated(self._round["round"]) else None)
+                log.warning("round %d: node %d failed to evaluate: %s", rnd, m.metadata.src_node_id, m.error.reason)
+            else:
+                self._add_evaluation(rnd, m.metadata.src_node_id, _get(m.content, "metrics", MetricRecord), evaluations)
+        return self._close(self._round, evaluations if self._evaluated(rnd) else None)
+
+    @staticmethod
+    def _add_evaluation(
+        rnd: int, node: int, record: MetricRecord | None, evaluations: list[tuple[int, MetricRecord]]
+    ) -> None:
+        """Keep a node's evaluation of round ``rnd``'s model if its metrics can be averaged, else log why not."""
+        try:
+            check_metrics(record)
+        except ValueError as err:
+            log.warning("round %d: ignored the evaluation from node %d: %s", rnd, node, err)
+            return
+        evaluations.append((node, record))
 
     def _close(self, record: dict[str, Any], evaluations: list[tuple[int, MetricRecord]] | None) -> MetricRecord | None:
         """Write ``record``'s history line, with its model's evaluation when there was one (None: none was due)."""
