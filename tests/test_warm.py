@@ -7,6 +7,9 @@ that records the environment it was given), and the shim runs Flower's own
 
 import json
 import os
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -21,12 +24,13 @@ LIGHT = "flwr.supernode.cli"  # the tests preload only this: the real list takes
 RECORD = (
     "import json, os, sys, time; json.dump(dict(os.environ), open(sys.argv[1], 'w')); time.sleep(float(sys.argv[2]))"
 )
+DEAF = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); "  # a node that ignores SIGTERM
 
 
-def _launch(tmp_path: Path, seconds: float = 120) -> tuple[subprocess.Popen, dict[str, str]]:
+def _launch(tmp_path: Path, seconds: float = 120, prefix: str = "") -> tuple[subprocess.Popen, dict[str, str]]:
     """A launcher whose node records its environment and sleeps; returns it and that environment."""
     seen = tmp_path / "node-env.json"
-    node = [sys.executable, "-c", RECORD, str(seen), str(seconds)]
+    node = [sys.executable, "-c", prefix + RECORD, str(seen), str(seconds)]
     cmd = [sys.executable, "-m", "zk0.deploy.warm", "--preload", LIGHT, "--", *node]
     log = open(tmp_path / "launcher.log", "ab")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp_path)})
@@ -116,3 +120,52 @@ def test_sigterm_stops_the_launcher_and_its_node(tmp_path):
     assert proc.wait(30) == 0
     node.wait(10)
     assert not list(tmp_path.glob("zk0-warm-*"))
+
+
+def test_requests_cut_short_or_stalled_leave_no_descriptors_and_hold_up_no_one(launched, tmp_path):
+    proc, env = launched
+    _wait_log(tmp_path, "each message forks from here")
+    descriptors = len(os.listdir(f"/proc/{proc.pid}/fd"))
+    for _ in range(20):  # a shim killed after sending its streams, before its request
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect("\0" + env[warm.SOCKET_ENV])
+            socket.send_fds(conn, [struct.pack("<i", 100)], [0, 1, 2])
+    _wait_log(tmp_path, "dropped a malformed request", 20)
+    assert len(os.listdir(f"/proc/{proc.pid}/fd")) == descriptors
+
+    with socket.socket(socket.AF_UNIX) as stalled:  # sends its streams, then nothing
+        stalled.connect("\0" + env[warm.SOCKET_ENV])
+        socket.send_fds(stalled, [struct.pack("<i", 100)], [0, 1, 2])
+        shown = subprocess.run(["flwr-clientapp", "--help"], env=env, capture_output=True, timeout=30, check=False)
+    assert shown.returncode == 0  # served once the stalled request timed out
+    assert "dropped a malformed request (timed out)" in (tmp_path / "launcher.log").read_text()
+
+
+def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path):
+    proc, env = _launch(tmp_path, prefix=DEAF)
+    node = psutil.Process(proc.pid).children()[0]
+    proc.terminate()
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)  # while the launcher waits for its deaf node
+
+    assert proc.wait(60) == 0
+    node.wait(10)  # killed once it ignored SIGTERM for 10 s
+    assert not Path(env["PATH"].split(os.pathsep)[0]).exists()
+
+
+def test_a_child_that_fails_to_flush_its_output_exits_without_touching_the_launcher(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # the launcher's buffered stdout is its children's
+    proc, env = _launch(tmp_path)
+    try:
+        _wait_log(tmp_path, "each message forks from here")
+        with open("/dev/full", "w") as full:  # every write fails: no space left on device
+            subprocess.run(["flwr-clientapp", "--help"], env=env, stdout=full, timeout=30, check=False)
+
+        _wait_log(tmp_path, "a message runs as pid")
+        shown = subprocess.run(["flwr-clientapp", "--help"], env=env, capture_output=True, text=True, timeout=30)
+        assert proc.poll() is None and Path(env["PATH"].split(os.pathsep)[0]).is_dir()
+        assert shown.stdout.startswith("usage: flwr-clientapp")
+        assert _wait_log(tmp_path, "a message runs as pid", 2)  # still warm
+    finally:
+        proc.terminate()
+        proc.wait(30)

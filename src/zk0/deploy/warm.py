@@ -57,8 +57,10 @@ PRELOAD = (
     "flwr.supernode.cli",
 )
 _INT = struct.Struct("<i")
-_CREDENTIALS = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
+_CREDENTIALS = struct.Struct("iII")  # SO_PEERCRED: pid, uid, gid
 _STREAMS = 3  # stdin, stdout, stderr
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_REQUEST_SECONDS = 5  # a shim sends its request at once; one that stalls must not hold up the others
 
 
 def launcher(node_cmd: list[str]) -> list[str]:
@@ -154,7 +156,7 @@ def serve(node_cmd: list[str], preload: tuple[str, ...] = PRELOAD) -> int:
     script.write_text(f"#!{sys.executable}\nfrom zk0.deploy.warm import shim\nshim()\n")
     script.chmod(0o755)
     env = {**os.environ, SOCKET_ENV: name, "PATH": f"{private}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, _stop)
     node = subprocess.Popen(node_cmd, env=env)
     children: dict[int, socket.socket] = {}
@@ -170,7 +172,8 @@ def serve(node_cmd: list[str], preload: tuple[str, ...] = PRELOAD) -> int:
     except _Stop:
         return 0
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for sig in _STOP_SIGNALS:  # a second signal must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         for proc in (node, *children):
             _terminate(proc)
         listener.close()
@@ -193,28 +196,36 @@ def _fork(conn: socket.socket, listener: socket.socket, children: dict[int, sock
         _say(f"refused a request from user {uid}")
         conn.close()
         return
+    conn.settimeout(_REQUEST_SECONDS)
+    fds: list[int] = []
     try:
         head, fds, _, _ = socket.recv_fds(conn, _INT.size, _STREAMS)
+        if len(fds) != _STREAMS:
+            raise ValueError("not sent with its three standard streams")
         head += _recv_exact(conn, _INT.size - len(head))
         request = json.loads(_recv_exact(conn, _INT.unpack(head)[0]))
     except (OSError, ValueError) as err:
+        for fd in fds:
+            os.close(fd)
         _say(f"dropped a malformed request ({err})")
         conn.close()
         return
-    if len(fds) != _STREAMS:
-        for fd in fds:
-            os.close(fd)
-        _say("dropped a request without its three standard streams")
-        conn.close()
-        return
-    with warnings.catch_warnings():  # the threads are fork-safe (module docstring)
-        warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        _child(request, fds, [listener, conn, *children.values()])
+    # Signals wait until the child is on its own and the parent has recorded it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        with warnings.catch_warnings():  # the threads are fork-safe (module docstring)
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:
+            try:
+                _child(request, fds, [listener, conn, *children.values()])
+            finally:
+                os._exit(1)  # whatever happens, a child never returns into the launcher's code
+        children[pid] = conn
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     for fd in fds:
         os.close(fd)
-    children[pid] = conn
     try:
         conn.sendall(_INT.pack(pid))
     except OSError:
@@ -226,8 +237,9 @@ def _child(request: dict, fds: list[int], inherited: list[socket.socket]) -> Non
     """In the forked child: become the shim's ``flwr-clientapp`` process, then exit."""
     code = 1
     try:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in _STOP_SIGNALS:
             signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         for sock in inherited:
             sock.close()
         for target, fd in enumerate(fds):
@@ -252,7 +264,10 @@ def _child(request: dict, fds: list[int], inherited: list[socket.socket]) -> Non
         traceback.print_exc()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            stream.flush()
+            try:
+                stream.flush()
+            except BaseException:  # noqa: BLE001, S110 - a full disk or a signal: exit all the same
+                pass
         os._exit(code)
 
 
@@ -276,7 +291,11 @@ def _terminate(proc: subprocess.Popen | int) -> None:
             os.kill(proc, signal.SIGTERM)
         elif proc.poll() is None:
             proc.terminate()
-            proc.wait(10)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
     except (OSError, subprocess.TimeoutExpired):
         pass
 
