@@ -107,6 +107,16 @@ def check_metrics(record: MetricRecord | None) -> float:
     return float(weight)
 
 
+def _averageable(rnd: int, node: int, evaluation: MetricRecord | None) -> bool:
+    """Whether a node's evaluation of round ``rnd``'s model can be averaged; logs why not."""
+    try:
+        check_metrics(evaluation)
+    except ValueError as err:
+        log.warning("round %d: ignored the evaluation from node %d: %s", rnd, node, err)
+        return False
+    return True
+
+
 def weighted_mean(updates: Iterable[tuple[dict[str, torch.Tensor], float]]) -> dict[str, torch.Tensor]:
     """Average float32 tensors weighted by the given (positive) weights."""
     mean = RunningMean()
@@ -346,7 +356,8 @@ class Zk0Strategy(FedAvg):
             return
         evaluation = _get(msg.content, keys.START_EVALUATE, MetricRecord)
         if evaluation is not None and self._pending is not None:  # kept even if the update is not
-            self._add_evaluation(self._pending["round"], node, evaluation, tally.evaluations)
+            if _averageable(self._pending["round"], node, evaluation):
+                tally.evaluations.append((node, evaluation))
         try:
             record, metric_record, weight, size = self._check(msg)
         except ValueError as err:
@@ -451,21 +462,9 @@ class Zk0Strategy(FedAvg):
         for m in replies:
             if m.has_error():
                 log.warning("round %d: node %d failed to evaluate: %s", rnd, m.metadata.src_node_id, m.error.reason)
-            else:
-                self._add_evaluation(rnd, m.metadata.src_node_id, _get(m.content, "metrics", MetricRecord), evaluations)
+            elif _averageable(rnd, m.metadata.src_node_id, record := _get(m.content, "metrics", MetricRecord)):
+                evaluations.append((m.metadata.src_node_id, record))
         return self._close(self._round, evaluations if self._evaluated(rnd) else None)
-
-    @staticmethod
-    def _add_evaluation(
-        rnd: int, node: int, record: MetricRecord | None, evaluations: list[tuple[int, MetricRecord]]
-    ) -> None:
-        """Keep a node's evaluation of round ``rnd``'s model if its metrics can be averaged, else log why not."""
-        try:
-            check_metrics(record)
-        except ValueError as err:
-            log.warning("round %d: ignored the evaluation from node %d: %s", rnd, node, err)
-            return
-        evaluations.append((node, record))
 
     def _close(self, record: dict[str, Any], evaluations: list[tuple[int, MetricRecord]] | None) -> MetricRecord | None:
         """Write ``record``'s history line, with its model's evaluation when there was one (None: none was due)."""

@@ -45,6 +45,8 @@ import time
 import warnings
 from pathlib import Path
 
+from zk0.deploy.process import stop_tree
+
 SOCKET_ENV = "ZK0_WARM_SOCKET"
 # What every message imports, slowest first (lerobot's policies pull in transformers).
 PRELOAD = (
@@ -174,8 +176,9 @@ def serve(node_cmd: list[str], preload: tuple[str, ...] = PRELOAD) -> int:
     finally:
         for sig in _STOP_SIGNALS:  # a second signal must not cut the clean-up short
             signal.signal(sig, signal.SIG_IGN)
-        for proc in (node, *children):
-            _terminate(proc)
+        running = [node.pid] if node.poll() is None else []  # a reaped node's pid may be another's by now
+        for pid in (*running, *children):  # the SuperNode with its flower-superexec, then the messages
+            stop_tree(pid)
         listener.close()
         shutil.rmtree(private, ignore_errors=True)
 
@@ -283,21 +286,6 @@ def _reap(children: dict[int, socket.socket]) -> None:
         except OSError:
             pass
         conn.close()
-
-
-def _terminate(proc: subprocess.Popen | int) -> None:
-    try:
-        if isinstance(proc, int):
-            os.kill(proc, signal.SIGTERM)
-        elif proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
 
 
 def main() -> None:
